@@ -1,0 +1,50 @@
+# ponte: `make demo` runs a real call through the gateway; `make test` runs the tests.
+# Both install what they need on a fresh Debian machine (scripts/deps.sh).
+export PATH := /usr/local/go/bin:$(PATH)
+GO      ?= go
+TAGS    := nolibopusfile
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+FUZZTIME ?= 10s
+
+.PHONY: all build demo test test-unit fuzz-smoke vet bench deps deps-test clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+deps-test:
+	@./scripts/deps.sh test
+
+build: deps
+	$(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o bin/ponte ./cmd/ponte
+
+demo: build
+	./bin/ponte demo
+
+vet:
+	$(GO) vet -tags $(TAGS) ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+test: deps-test vet test-unit fuzz-smoke
+
+test-unit:
+	$(GO) test -tags $(TAGS) -race -count=1 -timeout 30m ./...
+
+# Every fuzz target runs briefly so CI catches crashers in the parsers of
+# outside input; run longer with FUZZTIME=10m.
+fuzz-smoke:
+	@set -e; for pkg in $$($(GO) list -tags $(TAGS) ./...); do \
+	  dir=$$($(GO) list -tags $(TAGS) -f '{{.Dir}}' $$pkg); \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -tags $(TAGS) -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/ponte-fuzz.log 2>&1 || { cat /tmp/ponte-fuzz.log; exit 1; }; \
+	  done; \
+	done
+
+bench: deps
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem ./transcode/... ./gateway/...
+
+clean:
+	rm -rf bin

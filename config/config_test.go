@@ -1,0 +1,83 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+var fullEnv = env(map[string]string{"WA_ACCESS_TOKEN": "tok", "WA_APP_SECRET": "sec", "WA_VERIFY_TOKEN": "ver", "PBX_PASSWORD": "p:w#1"})
+
+func TestExampleLoads(t *testing.T) {
+	b, err := os.ReadFile("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse("example.yaml", b, fullEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WhatsApp.AccessToken != "tok" || c.SIP.Trunks[0].Auth.Password != "p:w#1" {
+		t.Fatalf("env not expanded: %+v", c.WhatsApp)
+	}
+	if c.WhatsApp.AcceptDeadline.D() != 30*time.Second || c.Media.OpusComplexity != 5 || c.SIP.Trunks[0].DTMFPT != 101 {
+		t.Fatalf("defaults: %+v %+v", c.WhatsApp, c.Media)
+	}
+	if c.Routes["support"].Targets[0].RingTimeout.D() != 25*time.Second {
+		t.Fatal("ring timeout")
+	}
+}
+
+func TestErrorsNameKeyAndLine(t *testing.T) {
+	base, _ := os.ReadFile("example.yaml")
+	cases := []struct {
+		name, from, to string
+		env            func(string) (string, bool)
+		want           []string
+	}{
+		{"missing env", "", "", env(nil), []string{"line 9: whatsapp.access_token: environment variable WA_ACCESS_TOKEN is not set"}},
+		{"unknown key", "ring_timeout: 25s", "ring_timout: 25s", fullEnv, []string{"line 32: routes.support.targets[0].ring_timout: unknown key"}},
+		{"bad codec", "[ PCMU, PCMA ]", "[ PCMU, G729 ]", fullEnv, []string{"line 27: sip.trunks[0].codecs[1]: \"G729\" is not one of PCMU, PCMA, opus"}},
+		{"bad duration", "accept_deadline: 30s", "accept_deadline: soon", fullEnv, []string{"line 12", "not a duration"}},
+		{"undefined trunk", "trunk: pbx-main, ring", "trunk: pbx-x, ring", fullEnv, []string{"line 32: routes.support.targets[0].trunk: trunk \"pbx-x\" is not defined"}},
+		{"early media", "early_media: ignore", "early_media: maybe", fullEnv, []string{"line 29: sip.trunks[0].early_media"}},
+		{"ring too long", "ring_timeout: 25s", "ring_timeout: 45s", fullEnv, []string{"ring_timeout: 45s must be >0 and fit in whatsapp.accept_deadline"}},
+		{"ports", "20000-29999", "29999-20000", fullEnv, []string{"line 18: media.rtp_ports"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := strings.Replace(string(base), tc.from, tc.to, 1)
+			_, err := Parse("x.yaml", []byte(b), tc.env)
+			if err == nil {
+				t.Fatal("expected an error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("not ErrInvalid: %v", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	b, _ := os.ReadFile("example.yaml")
+	f.Add(b)
+	f.Add([]byte("routes: {a: {targets: [ {uri: x} ]}}"))
+	f.Add([]byte("sip: [1,2]"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := Parse("f.yaml", in, fullEnv)
+		if err == nil && c == nil {
+			t.Fatal("nil config without error")
+		}
+	})
+}

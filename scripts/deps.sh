@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building, testing and the demo need on a fresh Debian machine,
+# only when missing. Idempotent; uses sudo when not root.
+set -euo pipefail
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for p in libopus-dev pkg-config gcc; do have_pkg "$p" || need+=("$p"); done
+if [ "${1:-}" = "test" ]; then
+  # Real SIP peers for interop tests, and sox for G.711 golden checks.
+  for p in sip-tester baresip baresip-core sox netcat-openbsd; do have_pkg "$p" || need+=("$p"); done
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "deps: installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v go >/dev/null 2>&1; then
+  if [ -x /usr/local/go/bin/go ]; then
+    echo "deps: go is at /usr/local/go/bin; add it to PATH" >&2
+  else
+    echo "deps: Go 1.26 is required (https://go.dev/dl/); on Debian: install it to /usr/local/go" >&2
+    exit 1
+  fi
+fi
