@@ -1,0 +1,246 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/ponte-gw/ponte/transcode"
+)
+
+// rtpLeg is all the bridge needs of a media leg: the WebRTC leg toward Meta and
+// the plain RTP session toward the PBX both satisfy it, and tests can use
+// in-memory legs.
+type rtpLeg interface {
+	ReadRTP(buf []byte, p *rtp.Packet) error
+	WriteRTP(h *rtp.Header, payload []byte) error
+}
+
+const (
+	frameDur  = 20 * time.Millisecond // Meta requires ptime 20 (reference §5.3)
+	pcmRate   = 8000                  // PCM between the codecs: G.711's rate; libopus decodes/encodes it natively
+	pcmFrame  = pcmRate / 50          // samples per 20 ms
+	metaPT    = 111                   // Opus in Meta's offer
+	metaDTMF  = 126                   // telephone-event/8000 in Meta's offer
+	opusClock = 960                   // RFC 7587: Opus RTP clock is 48 kHz whatever the content
+	maxCatch  = 10                    // frames one tick may emit to catch up after a late wake-up (200 ms)
+	relayEnd  = 250 * time.Millisecond
+
+	maxDepthFrames = 3                // adaptive playout depth cap: 60 ms
+	depthDecay     = 10 * time.Second // calm time before the depth steps back down
+)
+
+// mediaParams is what the bridge needs to know about the two sides.
+type mediaParams struct {
+	Complexity   int
+	Bitrate      int
+	JitterFrames int // playout depth target
+	AcceptFrames int // PBX frames held while accept is in flight
+}
+
+// pbxMedia is what the PBX answered.
+type pbxMedia struct {
+	Codec  string // PCMU, PCMA, opus
+	PT     uint8
+	DTMFPT int // -1 when the PBX has no telephone-event
+}
+
+// Bridge moves audio and DTMF between Meta's leg and the PBX's leg.
+//
+// Two reader goroutines push what arrives into per-direction jitter buffers;
+// one playout goroutine ticks every 20 ms and writes both directions. The
+// hand-off is a mutex-protected buffer, not a channel per packet, and every
+// buffer is allocated when the call starts, so the steady state does not
+// allocate.
+type Bridge struct {
+	log    *slog.Logger
+	params mediaParams
+	wa     rtpLeg
+	pbx    rtpLeg
+
+	toPBX  *direction // source Meta, sink PBX
+	toMeta *direction // source PBX, sink Meta
+
+	fail   func(error) // ends the call when a goroutine dies
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+func newBridge(log *slog.Logger, p mediaParams, wa, pbx rtpLeg, fail func(error)) *Bridge {
+	if p.JitterFrames < 1 {
+		p.JitterFrames = 1
+	}
+	if p.AcceptFrames < p.JitterFrames {
+		p.AcceptFrames = 50
+	}
+	b := &Bridge{log: log, params: p, wa: wa, pbx: pbx, fail: fail}
+	b.toPBX = newDirection("to_pbx", pbx, p.JitterFrames, 50)
+	b.toPBX.inPT, b.toPBX.inDTMFPT = metaPT, metaDTMF
+	b.toMeta = newDirection("to_meta", wa, p.JitterFrames, p.AcceptFrames)
+	b.toMeta.outPT, b.toMeta.outDTMFPT, b.toMeta.hasDTMF = metaPT, metaDTMF, true
+	b.toMeta.clock = opusClock
+	// After the accept wait, PBX audio that piled up is played out and the
+	// delay won back by dropping silent frames (design: media rules).
+	b.toMeta.winBack = true
+	return b
+}
+
+// Start runs the readers and the playout clock. Until SetPBX, what the PBX
+// sends is read and discarded: early media never reaches Meta unless the trunk
+// asks for it.
+func (b *Bridge) Start(ctx context.Context) {
+	ctx, b.cancel = context.WithCancel(ctx)
+	b.goSafe("read_meta", func() { b.readLoop(ctx, b.wa, b.toPBX) })
+	b.goSafe("read_pbx", func() { b.readLoop(ctx, b.pbx, b.toMeta) })
+	b.goSafe("playout", func() { b.playout(ctx) })
+}
+
+// goSafe runs f in a goroutine owned by the bridge; a panic ends this call
+// only, never the process.
+func (b *Bridge) goSafe(name string, f func()) {
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				b.log.Error("media goroutine panicked; ending the call", "goroutine", name, "panic", r, "stack", string(debug.Stack()))
+				b.fail(fmt.Errorf("%w: %s: %v", ErrMediaPanic, name, r))
+			}
+		}()
+		f()
+	}()
+}
+
+// SetPBX configures the PBX side from its SDP answer and opens the PBX
+// direction: from now on PBX audio is buffered for Meta and Meta's audio is
+// played toward the PBX.
+func (b *Bridge) SetPBX(m pbxMedia) error {
+	pass := m.Codec == "opus"
+	silence, err := silenceFrame("opus", b.params)
+	if err != nil {
+		return err
+	}
+	toMeta := b.toMeta
+	toMeta.mu.Lock()
+	toMeta.inPT, toMeta.inDTMFPT = m.PT, m.DTMFPT
+	toMeta.silence = silence
+	if !pass {
+		if toMeta.dec, err = transcode.NewDecoder(m.Codec, pcmRate); err == nil {
+			toMeta.enc, err = transcode.NewEncoder("opus", pcmRate, transcode.EncoderOptions{
+				Complexity: b.params.Complexity, Bitrate: b.params.Bitrate, FEC: true, PacketLossPerc: 5,
+			})
+		}
+	}
+	toMeta.accepting = err == nil
+	toMeta.mu.Unlock()
+	if err != nil {
+		return err
+	}
+
+	pbxSilence, err := silenceFrame(m.Codec, b.params)
+	if err != nil {
+		return err
+	}
+	toPBX := b.toPBX
+	toPBX.mu.Lock()
+	defer toPBX.mu.Unlock()
+	toPBX.outPT = m.PT
+	toPBX.outDTMFPT, toPBX.hasDTMF = uint8(max(m.DTMFPT, 0)), m.DTMFPT >= 0
+	toPBX.clock = uint32(transcode.ClockRate(m.Codec) / 50)
+	toPBX.silence = pbxSilence
+	if !pass {
+		if toPBX.dec, err = transcode.NewDecoder("opus", pcmRate); err == nil {
+			toPBX.enc, err = transcode.NewEncoder(m.Codec, pcmRate, transcode.EncoderOptions{})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	toPBX.accepting = true
+	toPBX.openAt(time.Now())
+	return nil
+}
+
+// OpenMeta starts playout toward Meta. Call it only after accept returned 200:
+// Meta starts the caller's call timer on the first media packet (reference §3.2).
+func (b *Bridge) OpenMeta() {
+	b.toMeta.mu.Lock()
+	b.toMeta.openAt(time.Now())
+	b.toMeta.mu.Unlock()
+}
+
+// Stop ends the playout clock. The readers end when their legs are closed;
+// Wait waits for all of it.
+func (b *Bridge) Stop() {
+	if b.cancel != nil {
+		b.cancel()
+	}
+}
+
+// Wait waits for every goroutine of the bridge.
+func (b *Bridge) Wait() { b.wg.Wait() }
+
+// Stats returns counters for both directions.
+func (b *Bridge) Stats() (toPBX, toMeta DirStats) {
+	return b.toPBX.snapshot(), b.toMeta.snapshot()
+}
+
+func (b *Bridge) readLoop(ctx context.Context, leg rtpLeg, d *direction) {
+	buf := make([]byte, 1500)
+	var p rtp.Packet
+	for {
+		err := leg.ReadRTP(buf, &p)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
+				return
+			}
+			continue // a malformed packet: skip it
+		}
+		now := time.Now()
+		d.mu.Lock()
+		d.receive(&p, now)
+		d.mu.Unlock()
+	}
+}
+
+func (b *Bridge) playout(ctx context.Context) {
+	t := time.NewTicker(frameDur)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			b.toPBX.tick(now)
+			b.toMeta.tick(now)
+		}
+	}
+}
+
+// silenceFrame encodes 20 ms of silence once per call, for the ticks when the
+// other side sends nothing: Meta drops a call after 20 s (start) or 30 s
+// (mid-call) without business media (reference §5.5).
+func silenceFrame(codec string, p mediaParams) ([]byte, error) {
+	enc, err := transcode.NewEncoder(codec, pcmRate, transcode.EncoderOptions{Complexity: p.Complexity, Bitrate: p.Bitrate})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 256)
+	n, err := enc.Encode(make([]int16, pcmFrame), out)
+	if err != nil {
+		return nil, err
+	}
+	return out[:n], nil
+}
+
+// newSSRC picks a random SSRC (RFC 3550 §8.1).
+func newSSRC() uint32 { return rand.Uint32() }

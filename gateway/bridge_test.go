@@ -1,0 +1,269 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"go.uber.org/goleak"
+
+	"github.com/ponte-gw/ponte/transcode"
+)
+
+// memLeg is an in-memory media leg: the test injects packets with inject and
+// reads what the bridge wrote from sent.
+type memLeg struct {
+	in     chan rtp.Packet
+	closed chan struct{}
+	once   sync.Once
+
+	mu   sync.Mutex
+	sent []sentPkt
+}
+
+type sentPkt struct {
+	h       rtp.Header
+	payload []byte
+	at      time.Time
+}
+
+func newMemLeg() *memLeg { return &memLeg{in: make(chan rtp.Packet, 256), closed: make(chan struct{})} }
+
+func (l *memLeg) ReadRTP(buf []byte, p *rtp.Packet) error {
+	select {
+	case pk := <-l.in:
+		n := copy(buf, pk.Payload)
+		p.Header = pk.Header
+		p.Payload = buf[:n]
+		return nil
+	case <-l.closed:
+		return net.ErrClosed
+	}
+}
+
+func (l *memLeg) WriteRTP(h *rtp.Header, payload []byte) error {
+	l.mu.Lock()
+	l.sent = append(l.sent, sentPkt{*h, append([]byte(nil), payload...), time.Now()})
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *memLeg) Close() { l.once.Do(func() { close(l.closed) }) }
+
+func (l *memLeg) packets() []sentPkt {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]sentPkt(nil), l.sent...)
+}
+
+// source sends 20 ms frames of a tone encoded with codec, paced in real time.
+func source(ctx context.Context, l *memLeg, codec string, pt uint8, freq float64, ssrcSwitchAfter int) {
+	enc, err := transcode.NewEncoder(codec, 8000, transcode.EncoderOptions{Complexity: 5, Bitrate: 24000})
+	if err != nil {
+		panic(err)
+	}
+	gen := transcode.NewToneGen(freq, 8000, transcode.AmpForDBFS(-12))
+	pcm := make([]int16, 160)
+	buf := make([]byte, 400)
+	step := uint32(transcode.ClockRate(codec) / 50)
+	ssrc, seq, ts := uint32(1111), uint16(100), uint32(5000)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if i == ssrcSwitchAfter {
+			ssrc, seq, ts = 2222, 60000, 1<<31 // a new source: new SSRC, seq and ts bases
+		}
+		gen.Fill(pcm)
+		n, _ := enc.Encode(pcm, buf)
+		pk := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: ts, SSRC: ssrc}, Payload: append([]byte(nil), buf[:n]...)}
+		seq++
+		ts += step
+		select {
+		case l.in <- pk:
+		default:
+		}
+	}
+}
+
+// toneRatio decodes what a leg received and returns the share of 20 ms frames
+// that carry freq within ±3 dB of -12 dBFS.
+func toneRatio(t *testing.T, pkts []sentPkt, skip int, codec string, pt uint8, freq float64) float64 {
+	t.Helper()
+	dec, err := transcode.NewDecoder(codec, 8000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcm := make([]int16, 960)
+	good, total := 0, 0
+	for i, p := range pkts {
+		if p.h.PayloadType != pt {
+			continue
+		}
+		n, err := dec.Decode(p.payload, pcm)
+		if err != nil || n == 0 || i < skip {
+			continue // decode from the first packet so the decoder state is right
+		}
+		total++
+		if lvl := transcode.ToneLevelDBFS(pcm[:n], 8000, freq); math.Abs(lvl-(-12)) <= 3 {
+			good++
+		} else if testing.Verbose() {
+			t.Logf("seq %d ts %d len %d: %.1f dBFS", p.h.SequenceNumber, p.h.Timestamp, len(p.payload), lvl)
+		}
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(good) / float64(total)
+}
+
+func TestBridgeTranscodesBothWaysAndKeepsOneStream(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for _, codec := range []string{"PCMU", "PCMA", "opus"} {
+		t.Run(codec, func(t *testing.T) {
+			pt := map[string]uint8{"PCMU": 0, "PCMA": 8, "opus": 111}[codec]
+			wa, pbx := newMemLeg(), newMemLeg()
+			ctx, cancel := context.WithCancel(context.Background())
+			var failed error
+			b := newBridge(slog.Default(), mediaParams{Complexity: 5, Bitrate: 24000, JitterFrames: 1, AcceptFrames: 50}, wa, pbx, func(err error) { failed = err })
+			b.Start(ctx)
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); source(ctx, pbx, codec, pt, 1000, 75) }()
+			go func() { defer wg.Done(); source(ctx, wa, "opus", metaPT, 440, -1) }()
+
+			time.Sleep(200 * time.Millisecond) // PBX early media: must be discarded
+			if err := b.SetPBX(pbxMedia{Codec: codec, PT: pt, DTMFPT: 101}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond) // accept in flight: nothing may reach Meta
+			if n := len(wa.packets()); n != 0 {
+				t.Fatalf("%d packets reached Meta before OpenMeta", n)
+			}
+			b.OpenMeta()
+			time.Sleep(3 * time.Second)
+			cancel()
+			wa.Close()
+			pbx.Close()
+			b.Stop()
+			b.Wait()
+			wg.Wait()
+			if failed != nil {
+				t.Fatal(failed)
+			}
+
+			toMeta := wa.packets()
+			sp, sm := b.Stats()
+			t.Logf("to PBX %+v", sp)
+			t.Logf("to Meta %+v", sm)
+			if len(toMeta) < 100 || len(pbx.packets()) < 100 {
+				t.Fatalf("too few packets: %d toward Meta, %d toward the PBX", len(toMeta), len(pbx.packets()))
+			}
+			// The first 25 frames are not counted: the encoders start there.
+			// 3 s with one source switch: at most 3 frames around the switch may miss.
+			if r := toneRatio(t, toMeta, 25, "opus", metaPT, 1000); r < 0.97 {
+				t.Errorf("Meta heard the PBX tone in %.1f%% of frames", r*100)
+			}
+			if r := toneRatio(t, pbx.packets(), 25, codec, pt, 440); r < 0.98 {
+				t.Errorf("the PBX heard the caller tone in %.1f%% of frames", r*100)
+			}
+			// One SSRC, seq +1, timestamps following wall-clock time, across
+			// the PBX's SSRC change at 1.5 s.
+			first := toMeta[0]
+			for i := 1; i < len(toMeta); i++ {
+				p, q := toMeta[i-1], toMeta[i]
+				if q.h.SSRC != first.h.SSRC || q.h.SequenceNumber != p.h.SequenceNumber+1 {
+					t.Fatalf("packet %d: ssrc %d seq %d after %d", i, q.h.SSRC, q.h.SequenceNumber, p.h.SequenceNumber)
+				}
+				media := time.Duration(q.h.Timestamp-first.h.Timestamp) * time.Second / 48000
+				wall := q.at.Sub(first.at)
+				if d := media - wall; d > 40*time.Millisecond || d < -40*time.Millisecond {
+					t.Fatalf("packet %d: media time %v vs wall time %v", i, media, wall)
+				}
+			}
+			if got := float64(len(toMeta)) / 3.0; got < 45 {
+				t.Errorf("%.1f packets/s toward Meta", got)
+			}
+		})
+	}
+}
+
+func TestBridgeSilenceKeepsMetaFed(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	wa, pbx := newMemLeg(), newMemLeg()
+	ctx, cancel := context.WithCancel(context.Background())
+	b := newBridge(slog.Default(), mediaParams{Complexity: 5, Bitrate: 24000, JitterFrames: 1, AcceptFrames: 50}, wa, pbx, func(error) {})
+	b.Start(ctx)
+	if err := b.SetPBX(pbxMedia{Codec: "PCMU", PT: 0, DTMFPT: 101}); err != nil {
+		t.Fatal(err)
+	}
+	b.OpenMeta()
+	time.Sleep(time.Second) // the PBX sends nothing at all
+	cancel()
+	wa.Close()
+	pbx.Close()
+	b.Stop()
+	b.Wait()
+	if n := len(wa.packets()); n < 45 {
+		t.Fatalf("only %d packets toward Meta in 1 s of PBX silence", n)
+	}
+}
+
+func TestBridgeRelaysDTMFWithReceiverPT(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	wa, pbx := newMemLeg(), newMemLeg()
+	ctx, cancel := context.WithCancel(context.Background())
+	b := newBridge(slog.Default(), mediaParams{Complexity: 5, Bitrate: 24000, JitterFrames: 1, AcceptFrames: 50}, wa, pbx, func(error) {})
+	b.Start(ctx)
+	if err := b.SetPBX(pbxMedia{Codec: "PCMU", PT: 0, DTMFPT: 96}); err != nil {
+		t.Fatal(err)
+	}
+	b.OpenMeta()
+	// Caller presses 5 for 100 ms: events at 8 kHz on PT 126.
+	buf := make([]byte, 4)
+	for i, d := range []uint16{160, 320, 480, 640, 800, 800, 800, 800} {
+		ev := transcode.Event{Code: 5, Duration: d, Volume: 10, End: i >= 5}
+		ev.Put(buf)
+		wa.in <- rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: metaDTMF, SequenceNumber: uint16(i), Timestamp: 48000, SSRC: 9}, Payload: append([]byte(nil), buf...)}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	wa.Close()
+	pbx.Close()
+	b.Stop()
+	b.Wait()
+	det := transcode.NewDetector(time.Second)
+	var digits []transcode.Digit
+	var evTS []uint32
+	for _, p := range pbx.packets() {
+		if p.h.PayloadType != 96 {
+			continue
+		}
+		ev, err := transcode.ParseEvent(p.payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evTS = append(evTS, p.h.Timestamp)
+		if d, ok := det.Push(p.h.Timestamp, ev, p.at); ok {
+			digits = append(digits, d)
+		}
+	}
+	if len(digits) != 1 || digits[0].Code != 5 || digits[0].Duration != 800 {
+		t.Fatalf("digits at the PBX: %+v", digits)
+	}
+	for _, ts := range evTS {
+		if ts != evTS[0] {
+			t.Fatalf("event timestamp changed within the event: %v", evTS)
+		}
+	}
+}

@@ -1,0 +1,288 @@
+package gateway
+
+import (
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/ponte-gw/ponte/transcode"
+)
+
+// direction is one way through the bridge: a jitter buffer fed by the source
+// leg's reader and an outgoing stream written by the playout clock.
+//
+// The outgoing stream has one SSRC, a sequence number that grows by one per
+// packet (audio and telephone-event share it, RFC 4733 §2.1) and timestamps
+// derived from wall-clock time since the stream opened, so silence, a PBX SSRC
+// change or a late wake-up never make them drift from real time.
+type direction struct {
+	name string
+	mu   sync.Mutex
+
+	// source side (reader goroutine, under mu)
+	accepting bool // false: discard what arrives (before the PBX's 200)
+	inPT      uint8
+	inDTMFPT  int
+	srcSSRC   uint32
+	haveSrc   bool
+	jb        *transcode.JitterBuffer
+	relay     eventRelay
+
+	// sink side (playout goroutine, under mu)
+	out       rtpLeg
+	open      bool
+	start     time.Time
+	slots     uint32 // 20 ms slots since start: timestamp = base + slots*clock
+	tsBase    uint32
+	seq       uint16
+	ssrc      uint32
+	clock     uint32 // timestamp units per 20 ms frame (960 for Opus, 160 for G.711)
+	outPT     uint8
+	outDTMFPT uint8
+	hasDTMF   bool
+	dec       transcode.Decoder // nil: passthrough
+	enc       transcode.Encoder
+	silence   []byte
+	winBack   bool
+	target    int       // current playout depth in frames (adaptive)
+	minTarget int       // configured depth
+	calmSince time.Time // last underrun: the depth decays after a calm period
+	hadAudio  bool
+	underrun  int
+
+	pcm []int16
+	buf []byte
+	hdr rtp.Header
+
+	st DirStats
+}
+
+// DirStats counts what one direction did.
+type DirStats struct {
+	In, Out, Events, Concealed, Silence, WonBack, Discarded uint64
+	Digits                                                  uint64
+	SSRCChanges                                             uint64
+	Jitter                                                  transcode.JitterStats
+}
+
+func newDirection(name string, out rtpLeg, target, maxDepth int) *direction {
+	return &direction{
+		name:     name,
+		out:      out,
+		inDTMFPT: -1,
+		jb: transcode.NewJitterBuffer(transcode.JitterConfig{
+			Capacity: 64, MaxPayload: 1500, TargetDepth: target, MaxDepth: maxDepth,
+		}),
+		relay:     eventRelay{endTimeout: relayEnd},
+		target:    target,
+		minTarget: target,
+		clock:     160,
+		pcm:       make([]int16, pcmFrame*6), // room for up to 120 ms in one packet
+		buf:       make([]byte, 1500),
+		ssrc:      newSSRC(),
+		seq:       uint16(rand.Uint32()),
+		tsBase:    rand.Uint32(),
+	}
+}
+
+// receive handles one packet from the source leg. Caller holds mu.
+func (d *direction) receive(p *rtp.Packet, now time.Time) {
+	if !d.accepting {
+		d.st.Discarded++
+		return
+	}
+	if d.haveSrc && p.SSRC != d.srcSSRC {
+		// The source restarted (PBX SSRC change, re-INVITE, new target): its
+		// sequence numbers start anew. The outgoing stream is unaffected.
+		d.jb.Reset()
+		d.relay.Reset()
+		d.st.SSRCChanges++
+	}
+	d.srcSSRC, d.haveSrc = p.SSRC, true
+	d.st.In++
+	switch {
+	case d.inDTMFPT >= 0 && int(p.PayloadType) == d.inDTMFPT:
+		if ev, err := transcode.ParseEvent(p.Payload); err == nil {
+			d.relay.Push(p.Timestamp, ev, now)
+		}
+	case p.PayloadType == d.inPT:
+		d.jb.Push(p.SequenceNumber, p.Timestamp, p.Payload)
+	default:
+		d.st.Discarded++ // comfort noise or a codec we did not negotiate
+	}
+}
+
+// openAt starts the outgoing stream. Caller holds mu.
+func (d *direction) openAt(now time.Time) {
+	if d.open {
+		return
+	}
+	d.open, d.start, d.slots = true, now, 0
+}
+
+// tick emits the frames due by now. Caller does not hold mu.
+func (d *direction) tick(now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.open {
+		return
+	}
+	due := uint32(now.Sub(d.start)/frameDur) + 1
+	for n := 0; d.slots < due && n < maxCatch; n++ {
+		d.emit(now)
+		d.slots++
+	}
+	d.adapt(now)
+	// Asleep for longer than maxCatch frames: skip the missed slots so the
+	// timestamps keep following wall-clock time.
+	d.slots = max(d.slots, due)
+}
+
+func (d *direction) emit(now time.Time) {
+	ts := d.tsBase + d.slots*d.clock
+	if d.relay.Active() {
+		ev, evTS, marker, _ := d.relay.Next(now, ts)
+		d.popAudio() // keep the jitter buffer in step; audio is muted during an event
+		if !d.hasDTMF {
+			return // no telephone-event on that side (INFO/in-band come with the SIP interop work)
+		}
+		n := ev.Put(d.buf)
+		d.write(d.outDTMFPT, evTS, marker, d.buf[:n])
+		d.st.Events++
+		return
+	}
+	payload := d.nextAudio()
+	if payload == nil {
+		return // a short underrun in passthrough: leave the slot empty, the receiver conceals it
+	}
+	d.write(d.outPT, ts, d.st.Out == 0, payload)
+}
+
+// adapt moves the playout depth: one frame deeper after an underrun of a
+// source that was playing (packets arrive later than the clock asks for
+// them), back toward the configured depth after a calm period. The cap keeps
+// the one-way delay through ponte within its budget.
+func (d *direction) adapt(now time.Time) {
+	switch {
+	case d.underrun == 1 && d.hadAudio && d.target < maxDepthFrames:
+		d.target++
+		d.jb.SetTargetDepth(d.target)
+		d.calmSince = now
+	case d.target > d.minTarget && now.Sub(d.calmSince) > depthDecay:
+		d.target--
+		d.jb.SetTargetDepth(d.target)
+		d.calmSince = now
+	}
+}
+
+// popAudio consumes one frame's worth of audio without playing it.
+func (d *direction) popAudio() {
+	if _, _, st := d.jb.Pop(); st == transcode.PopOK {
+		d.st.Discarded++
+	}
+}
+
+// nextAudio returns the payload for this slot: decoded and re-encoded when
+// transcoding, forwarded as is in passthrough, concealed on loss and silence
+// when the source has nothing.
+func (d *direction) nextAudio() []byte {
+	for skip := 0; ; skip++ {
+		payload, _, st := d.jb.Pop()
+		if d.dec == nil { // passthrough: Opus on both sides
+			if st == transcode.PopOK {
+				d.hadAudio, d.underrun = true, 0
+				n := copy(d.buf, payload)
+				return d.buf[:n]
+			}
+			// A lost packet or a short underrun: skip the slot (timestamps
+			// still advance) and let the receiver's Opus PLC cover it; after
+			// three empty slots send silence so the stream never stops.
+			d.underrun++
+			if d.hadAudio && d.underrun <= 3 {
+				d.st.Concealed++
+				return nil
+			}
+			d.st.Silence++
+			return d.silence
+		}
+		pcm := d.pcm[:pcmFrame]
+		var err error
+		switch st {
+		case transcode.PopOK:
+			var n int
+			n, err = d.dec.Decode(payload, d.pcm)
+			if n > 0 {
+				pcm = d.pcm[:min(n, pcmFrame)]
+			}
+			d.hadAudio, d.underrun = true, 0
+		case transcode.PopLost:
+			// RFC 6716 in-band FEC: the next packet carries a low-rate copy of
+			// this one; otherwise libopus PLC.
+			if next, ok := d.jb.PeekNext(); ok {
+				_, err = d.dec.DecodeFEC(next, pcm)
+			} else {
+				_, err = d.dec.Conceal(pcm)
+			}
+			d.st.Concealed++
+		default: // underrun
+			d.underrun++
+			if d.hadAudio && d.underrun <= 3 {
+				_, err = d.dec.Conceal(pcm)
+				d.st.Concealed++
+			} else {
+				d.st.Silence++
+				return d.silence
+			}
+		}
+		if err != nil {
+			clear(pcm)
+		}
+		if st == transcode.PopOK && d.winBack && skip < 3 && d.jb.Len() > d.target && silent(pcm) {
+			d.st.WonBack++
+			continue
+		}
+		n, err := d.enc.Encode(pcm, d.buf)
+		if err != nil || n == 0 {
+			return d.silence
+		}
+		return d.buf[:n]
+	}
+}
+
+func (d *direction) write(pt uint8, ts uint32, marker bool, payload []byte) {
+	d.hdr = rtp.Header{
+		Version:        2,
+		PayloadType:    pt,
+		SequenceNumber: d.seq,
+		Timestamp:      ts,
+		SSRC:           d.ssrc,
+		Marker:         marker,
+	}
+	d.seq++
+	if err := d.out.WriteRTP(&d.hdr, payload); err == nil {
+		d.st.Out++
+	}
+}
+
+func (d *direction) snapshot() DirStats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.st
+	s.Digits = d.relay.emitted
+	s.Jitter = d.jb.Stats()
+	return s
+}
+
+// silent reports whether a frame is below -50 dBFS: such frames can be dropped
+// to win back the delay that built up during the accept wait.
+func silent(pcm []int16) bool {
+	var e float64
+	for _, s := range pcm {
+		e += float64(s) * float64(s)
+	}
+	rms := math.Sqrt(e / float64(len(pcm)))
+	return rms < 32768*0.00316 // -50 dBFS
+}

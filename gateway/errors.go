@@ -1,0 +1,90 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ponte-gw/ponte/sip"
+)
+
+// Sentinel errors of the call. Each maps, in one table below, to what ponte
+// tells Meta (reject before accept, terminate after) and to the Reason header
+// (RFC 3326) it puts on the BYE or CANCEL toward the PBX, so the codes stay
+// honest and in one place.
+var (
+	ErrBadOffer        = errors.New("gateway: unusable SDP offer from Meta")
+	ErrNoRoute         = errors.New("gateway: no route for this business number")
+	ErrTargetFailed    = errors.New("gateway: target refused the call")
+	ErrRingTimeout     = errors.New("gateway: target did not answer in time")
+	ErrAcceptDeadline  = errors.New("gateway: Meta's accept window ran out")
+	ErrMediaConnect    = errors.New("gateway: ICE/DTLS with Meta did not complete")
+	ErrAcceptFailed    = errors.New("gateway: Graph API accept failed")
+	ErrPreAcceptFailed = errors.New("gateway: Graph API pre_accept failed")
+	ErrCallerHangup    = errors.New("gateway: the WhatsApp user hung up")
+	ErrPBXHangup       = errors.New("gateway: the PBX hung up")
+	ErrMediaLost       = errors.New("gateway: media leg toward Meta failed")
+	ErrMediaPanic      = errors.New("gateway: media goroutine panicked")
+	ErrShutdown        = errors.New("gateway: shutting down")
+	ErrSIP             = errors.New("gateway: SIP leg failed")
+)
+
+// metaAction is what ponte does toward Meta when a call ends for a reason.
+type metaAction int
+
+const (
+	metaNone      metaAction = iota // Meta already knows (the user hung up)
+	metaReject                      // before accept: POST action=reject
+	metaTerminate                   // after accept (or accept on 183): POST action=terminate
+)
+
+// endReason describes how a call ends on each side.
+type endReason struct {
+	outcome string     // for records and metrics
+	reason  sip.Reason // Reason header toward the PBX (RFC 3326, Q.850 causes)
+}
+
+// classify maps an error to its outcome and Reason header.
+func classify(err error) endReason {
+	q := func(cause int, text string) sip.Reason {
+		return sip.Reason{Protocol: "Q.850", Cause: cause, Text: text}
+	}
+	var se *sip.StatusError
+	switch {
+	case errors.Is(err, ErrCallerHangup):
+		return endReason{"completed", q(16, "Normal call clearing")}
+	case errors.Is(err, ErrPBXHangup):
+		return endReason{"completed", q(16, "Normal call clearing")}
+	case errors.As(err, &se):
+		return endReason{fmt.Sprintf("target_%d", se.Code), q(21, "Call rejected")}
+	case errors.Is(err, ErrRingTimeout):
+		return endReason{"no_answer", q(19, "No answer from user")}
+	case errors.Is(err, ErrAcceptDeadline):
+		return endReason{"no_answer", q(19, "No answer from user (WhatsApp accept window)")}
+	case errors.Is(err, ErrAcceptFailed):
+		return endReason{"accept_failed", sip.Reason{Protocol: "SIP", Cause: 500, Text: "WhatsApp accept failed"}}
+	case errors.Is(err, ErrMediaConnect), errors.Is(err, ErrMediaLost):
+		return endReason{"media_failed", q(41, "WhatsApp media failed")}
+	case errors.Is(err, ErrShutdown):
+		return endReason{"shutdown", q(41, "Gateway shutting down")}
+	case errors.Is(err, ErrNoRoute):
+		return endReason{"no_route", q(3, "No route")}
+	case errors.Is(err, ErrBadOffer):
+		return endReason{"bad_offer", q(88, "Incompatible destination")}
+	default:
+		return endReason{"failed", q(41, "Temporary failure")}
+	}
+}
+
+// terminateReason maps Meta's terminate webhook to the Reason toward the PBX:
+// COMPLETED is a normal clearing; FAILED carries Meta's error code so the PBX
+// log shows why (138021 media receive timeout, 138019 setup failed, ...).
+func terminateReason(status string, codes []int) sip.Reason {
+	if status == "FAILED" {
+		text := "WhatsApp call failed"
+		if len(codes) > 0 {
+			text = fmt.Sprintf("WhatsApp call failed (Meta error %d)", codes[0])
+		}
+		return sip.Reason{Protocol: "Q.850", Cause: 41, Text: text}
+	}
+	return sip.Reason{Protocol: "Q.850", Cause: 16, Text: "Normal call clearing"}
+}

@@ -1,0 +1,199 @@
+// Package gateway owns the call: the registry, the state machine per
+// direction, and the bridge between the WhatsApp leg and the SIP leg. It works
+// on typed events from package whatsapp and the legs from packages webrtc and
+// sip; it parses no wire format itself.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/sip"
+	"github.com/ponte-gw/ponte/webrtc"
+	"github.com/ponte-gw/ponte/whatsapp"
+)
+
+// GraphAPI is the part of Meta's Graph API the inbound flow uses
+// (whatsapp.Client implements it; tests may fake it).
+type GraphAPI interface {
+	PreAccept(ctx context.Context, phoneNumberID, callID, sdp string) error
+	Accept(ctx context.Context, phoneNumberID, callID, sdp, bizOpaque string) error
+	Reject(ctx context.Context, phoneNumberID, callID string) error
+	Terminate(ctx context.Context, phoneNumberID, callID string) error
+}
+
+// Deps are the gateway's collaborators, built by cmd/ponte.
+type Deps struct {
+	Config *config.Config
+	Graph  GraphAPI
+	WebRTC *webrtc.Engine
+	SIP    *sip.UA
+	Logger *slog.Logger
+}
+
+// Gateway runs calls.
+type Gateway struct {
+	cfg   *config.Config
+	graph GraphAPI
+	rtc   *webrtc.Engine
+	ua    *sip.UA
+	log   *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	calls    map[string]*call // by wacid
+	records  []Record
+	draining atomic.Bool
+}
+
+// maxRecords bounds the in-memory history kept until the store lands.
+const maxRecords = 1000
+
+// New builds a gateway.
+func New(d Deps) *Gateway {
+	ctx, cancel := context.WithCancel(context.Background())
+	log := d.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Gateway{
+		cfg: d.Config, graph: d.Graph, rtc: d.WebRTC, ua: d.SIP, log: log,
+		ctx: ctx, cancel: cancel, calls: map[string]*call{},
+	}
+}
+
+// HandleEvent is the webhook sink: package whatsapp calls it serially per
+// call id, in arrival order, after signature check and dedupe. It must return
+// quickly, so a new call runs in its own goroutine owned by the gateway.
+func (g *Gateway) HandleEvent(_ context.Context, ev whatsapp.CallEvent) {
+	switch ev.Kind {
+	case whatsapp.EventConnect:
+		if ev.Direction == whatsapp.DirBusinessInitiated || ev.SDPType == "answer" {
+			g.log.Info("business-initiated connect ignored: outbound calls are not enabled", "wacid", ev.CallID)
+			return
+		}
+		g.startInbound(ev)
+	case whatsapp.EventTerminate:
+		g.mu.Lock()
+		c := g.calls[ev.CallID]
+		g.mu.Unlock()
+		if c == nil {
+			g.log.Debug("terminate for a call not running here", "wacid", ev.CallID, "status", ev.Status)
+			return
+		}
+		c.metaTerminated(ev)
+	default:
+		g.log.Debug("webhook event ignored", "wacid", ev.CallID, "field", ev.Field, "event", ev.Event)
+	}
+}
+
+func (g *Gateway) startInbound(ev whatsapp.CallEvent) {
+	log := g.log.With("wacid", ev.CallID)
+	if g.draining.Load() {
+		log.Warn("call offered while draining: rejecting")
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := g.graph.Reject(ctx, ev.PhoneNumberID, ev.CallID); err != nil {
+				log.Warn("reject failed", "err", err)
+			}
+		}()
+		return
+	}
+	g.mu.Lock()
+	if _, dup := g.calls[ev.CallID]; dup {
+		g.mu.Unlock()
+		log.Info("connect for a call already running: ignored")
+		return
+	}
+	c := newCall(g, ev)
+	g.calls[ev.CallID] = c
+	g.mu.Unlock()
+
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		c.run()
+		g.mu.Lock()
+		delete(g.calls, ev.CallID)
+		g.records = append(g.records, c.rec)
+		if len(g.records) > maxRecords {
+			g.records = g.records[len(g.records)-maxRecords:]
+		}
+		g.mu.Unlock()
+	}()
+}
+
+// Active returns the number of calls in progress.
+func (g *Gateway) Active() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.calls)
+}
+
+// Records returns the records of ended calls, oldest first.
+func (g *Gateway) Records() []Record {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]Record(nil), g.records...)
+}
+
+// Drain refuses new calls; calls in progress go on.
+func (g *Gateway) Drain() { g.draining.Store(true) }
+
+// Close ends every call cleanly (terminate toward Meta, BYE toward the PBX)
+// and waits for them, or for ctx.
+func (g *Gateway) Close(ctx context.Context) error {
+	g.draining.Store(true)
+	g.mu.Lock()
+	for _, c := range g.calls {
+		c.end(ErrShutdown)
+	}
+	g.mu.Unlock()
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		g.cancel()
+		return nil
+	case <-ctx.Done():
+		g.cancel()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// newID returns ponte's own call id, carried to Meta as
+// biz_opaque_callback_data and to the PBX as X-Ponte-Call-Id.
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "pc-" + hex.EncodeToString(b[:])
+}
+
+// Record is what ponte keeps of one call.
+type Record struct {
+	ID, WACID, From, FromName, To, PhoneNumberID string
+	Route, Target, SIPCallID, Codec              string
+	Offered, PreAccepted, PBXAnswered, Accepted  time.Time
+	Ended                                        time.Time
+	Outcome, EndedBy, MetaStatus                 string
+	MetaErrors                                   []int
+	ToPBX, ToMeta                                DirStats
+}
+
+func (r Record) String() string {
+	return fmt.Sprintf("call %s wacid=%s outcome=%s ended_by=%s codec=%s", r.ID, r.WACID, r.Outcome, r.EndedBy, r.Codec)
+}

@@ -1,0 +1,447 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/sip"
+	"github.com/ponte-gw/ponte/whatsapp"
+)
+
+// call is one user-initiated WhatsApp call bridged to a SIP target.
+//
+//	connect webhook -> Answer(offer) -> pre_accept -> INVITE target
+//	PBX 200 (ACKed at once by package sip) -> PBX audio buffered
+//	DTLS connected -> accept (same SDP) -> 200 -> media toward Meta
+//
+// Anything that ends the call cancels c.ctx with a cause; run reads the cause
+// and ends both legs accordingly.
+type call struct {
+	g   *Gateway
+	id  string
+	ev  whatsapp.CallEvent
+	log *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	termMu     sync.Mutex
+	termStatus string
+	termCodes  []int
+
+	answer   string // our SDP answer: pre_accept and accept carry it byte for byte
+	accepted bool   // accept returned 200: from now on Meta is told "terminate", not "reject"
+	bridge   *Bridge
+	rec      Record
+}
+
+func newCall(g *Gateway, ev whatsapp.CallEvent) *call {
+	id := newID()
+	ctx, cancel := context.WithCancelCause(g.ctx)
+	c := &call{g: g, id: id, ev: ev, ctx: ctx, cancel: cancel}
+	c.log = g.log.With("call_id", id, "wacid", ev.CallID)
+	c.rec = Record{
+		ID: id, WACID: ev.CallID, From: ev.From, FromName: ev.ContactName, To: ev.DisplayPhoneNumber,
+		PhoneNumberID: ev.PhoneNumberID, Offered: time.Now(),
+	}
+	return c
+}
+
+// end asks the call to end with cause. The first cause wins.
+func (c *call) end(cause error) { c.cancel(cause) }
+
+// metaTerminated handles Meta's terminate webhook: the user hung up, or Meta
+// ended the call (accept window, media timeouts 138021/138022, ...).
+func (c *call) metaTerminated(ev whatsapp.CallEvent) {
+	c.termMu.Lock()
+	c.termStatus = ev.Status
+	for _, e := range ev.Errors {
+		c.termCodes = append(c.termCodes, e.Code)
+	}
+	c.termMu.Unlock()
+	c.end(ErrCallerHangup)
+}
+
+func (c *call) cfg() *config.Config { return c.g.cfg }
+
+// run drives the call from offer to hang-up and fills the record.
+func (c *call) run() {
+	defer c.cancel(nil)
+	err := c.connect()
+	c.finish(err)
+}
+
+// terminateGrace is how long a closed WhatsApp leg waits for Meta's
+// terminate webhook before the call is ended as a media failure.
+const terminateGrace = 2 * time.Second
+
+// dialResult is what WaitAnswer returned.
+type dialResult struct {
+	md  *sip.MediaDesc
+	err error
+}
+
+func (c *call) connect() error {
+	cfg := c.cfg()
+	// Meta's accept window runs from the connect webhook (reference §3.2).
+	acceptBy := c.rec.Offered.Add(cfg.WhatsApp.AcceptDeadline.D())
+
+	route, target, trunk, err := c.pickTarget()
+	if err != nil {
+		return err
+	}
+	c.rec.Route, c.rec.Target = route, target.URI
+	c.log = c.log.With("route", route, "target", target.URI)
+
+	leg, err := c.g.rtc.NewLeg(c.ev.CallID)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrMediaConnect, err)
+	}
+	defer leg.Close()
+	c.answer, err = leg.Answer(c.ev.SDP)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+
+	// pre_accept first, so ICE and DTLS converge while the PBX rings
+	// (reference §5.6: "pre_accept before sending the SIP INVITE").
+	if err := c.g.graph.PreAccept(c.ctx, c.ev.PhoneNumberID, c.ev.CallID, c.answer); err != nil {
+		if cause := context.Cause(c.ctx); cause != nil {
+			return cause
+		}
+		return fmt.Errorf("%w: %v", ErrPreAcceptFailed, err)
+	}
+	c.rec.PreAccepted = time.Now()
+	c.log.Info("pre_accept sent", "setup_ms", c.rec.PreAccepted.Sub(c.rec.Offered).Milliseconds())
+
+	rtpSess, err := c.g.ua.NewRTPSession()
+	if err != nil {
+		return fmt.Errorf("%w: rtp: %v", ErrSIP, err)
+	}
+	defer rtpSess.Close()
+
+	c.bridge = newBridge(c.log, mediaParams{
+		Complexity:   cfg.Media.OpusComplexity,
+		Bitrate:      cfg.Media.OpusBitrate,
+		JitterFrames: cfg.Media.JitterFrames,
+		AcceptFrames: int(cfg.Media.AcceptBuffer.D() / frameDur),
+	}, leg, rtpSess, c.end)
+	c.bridge.Start(c.ctx)
+	defer func() {
+		c.bridge.Stop()
+		leg.Close()
+		rtpSess.Close()
+		c.bridge.Wait()
+		c.rec.ToPBX, c.rec.ToMeta = c.bridge.Stats()
+	}()
+
+	// Watch the WhatsApp leg for the whole call: ICE/DTLS failure ends it.
+	// When the user hangs up, Meta's relay may close DTLS a moment before the
+	// terminate webhook arrives; wait briefly for it so the record and the
+	// Reason toward the PBX say "caller hung up", not "media failed".
+	go func() {
+		select {
+		case <-leg.Done():
+		case <-c.ctx.Done():
+			return
+		}
+		t := time.NewTimer(terminateGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			c.end(ErrMediaLost)
+		case <-c.ctx.Done():
+		}
+	}()
+
+	// The dial gives up at the ring timeout or at Meta's accept deadline,
+	// whichever comes first, and whenever the call ends.
+	dialCtx, dialCancel := context.WithCancelCause(c.ctx)
+	defer dialCancel(nil)
+	ringBy := time.Now().Add(target.RingTimeout.D())
+	limit, limitErr := ringBy, ErrRingTimeout
+	if acceptBy.Before(ringBy) {
+		limit, limitErr = acceptBy, ErrAcceptDeadline
+	}
+	stop := time.AfterFunc(time.Until(limit), func() { dialCancel(limitErr) })
+	defer stop.Stop()
+
+	early := make(chan *sip.MediaDesc, 1)
+	earlyAnswer := trunk.EarlyMedia == "answer"
+	dlg, err := c.g.ua.Dial(dialCtx, sip.DialRequest{
+		Trunk:       c.sipTrunk(trunk),
+		Target:      target.URI,
+		FromUser:    c.callerID(),
+		FromDisplay: c.ev.ContactName,
+		ToUser:      c.ev.DisplayPhoneNumber,
+		Headers:     c.inviteHeaders(),
+		Media:       rtpSess,
+		OnProvisional: func(code int, _ string, md *sip.MediaDesc) {
+			if earlyAnswer && md != nil && code >= 180 {
+				select {
+				case early <- md:
+				default:
+				}
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrSIP, err)
+	}
+	c.rec.SIPCallID = dlg.CallID()
+	c.log = c.log.With("sip_call_id", dlg.CallID())
+
+	answered := make(chan dialResult, 1)
+	go func() {
+		md, err := dlg.WaitAnswer(dialCtx)
+		answered <- dialResult{md, err}
+	}()
+
+	var res dialResult
+wait:
+	for {
+		select {
+		case res = <-answered:
+			break wait
+		case md := <-early:
+			// Trunk says early_media: answer: accept on the first 18x with SDP,
+			// so the PBX's announcement reaches the caller. From here any
+			// failure is a terminate, not a reject.
+			if err := c.startPBXMedia(rtpSess, md, trunk); err != nil {
+				dialCancel(err)
+				continue
+			}
+			if err := c.acceptMeta(leg, acceptBy); err != nil {
+				dialCancel(err)
+				continue
+			}
+			stop.Stop() // the caller is connected: only the ring timeout applies now
+			stop = time.AfterFunc(time.Until(ringBy), func() { dialCancel(ErrRingTimeout) })
+		}
+	}
+	if res.err != nil {
+		cause := context.Cause(dialCtx)
+		var se *sip.StatusError
+		switch {
+		case errors.As(res.err, &se):
+			return res.err
+		case cause != nil && !errors.Is(cause, context.Canceled):
+			return cause
+		default:
+			return fmt.Errorf("%w: %v", ErrSIP, res.err)
+		}
+	}
+	stop.Stop()
+	c.rec.PBXAnswered = time.Now()
+	c.log.Info("target answered", "acked_at", dlg.AckedAt().Format(time.RFC3339Nano))
+
+	// From here the PBX is in the call: every failure path BYEs it.
+	err = c.afterAnswer(leg, rtpSess, dlg, res.md, trunk, acceptBy)
+	return err
+}
+
+// afterAnswer takes the call from the PBX's 200 to its end.
+func (c *call) afterAnswer(leg interface {
+	WaitConnected(context.Context) error
+	EnableSend()
+}, rtpSess *sip.RTPSession, dlg *sip.Dialog, md *sip.MediaDesc, trunk *config.Trunk, acceptBy time.Time) (err error) {
+	defer func() {
+		if errors.Is(err, ErrPBXHangup) {
+			return
+		}
+		r := classify(err).reason
+		if errors.Is(err, ErrCallerHangup) {
+			c.termMu.Lock()
+			r = terminateReason(c.termStatus, c.termCodes)
+			c.termMu.Unlock()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if berr := dlg.Bye(ctx, r); berr != nil {
+			c.log.Warn("BYE to the PBX failed", "err", berr)
+		}
+	}()
+	if !c.accepted {
+		if err := c.startPBXMedia(rtpSess, md, trunk); err != nil {
+			return err
+		}
+		if err := c.acceptMeta(leg, acceptBy); err != nil {
+			return err
+		}
+	}
+	c.log.Info("call connected", "codec", c.rec.Codec,
+		"pbx200_to_accept_ms", c.rec.Accepted.Sub(c.rec.PBXAnswered).Milliseconds())
+	select {
+	case <-c.ctx.Done():
+		return context.Cause(c.ctx)
+	case <-dlg.Done():
+		if dlg.RemoteBye() {
+			return ErrPBXHangup
+		}
+		return fmt.Errorf("%w: dialog ended", ErrSIP)
+	}
+}
+
+// startPBXMedia points RTP at the PBX's answer and opens the bridge.
+func (c *call) startPBXMedia(rtpSess *sip.RTPSession, md *sip.MediaDesc, trunk *config.Trunk) error {
+	pm, ok := chooseCodec(md, trunk.Codecs)
+	if !ok {
+		return fmt.Errorf("%w: the PBX answered no codec of %v", ErrSIP, trunk.Codecs)
+	}
+	rtpSess.SetRemote(md.Addr)
+	c.rec.Codec = pm.Codec
+	return c.bridge.SetPBX(pm)
+}
+
+// acceptMeta waits for DTLS, sends accept with the pre_accept SDP and opens
+// media toward Meta only once accept returned 200.
+func (c *call) acceptMeta(leg interface {
+	WaitConnected(context.Context) error
+	EnableSend()
+}, acceptBy time.Time) error {
+	if c.accepted {
+		return nil
+	}
+	wctx, cancel := context.WithDeadline(c.ctx, minTime(acceptBy, time.Now().Add(c.cfg().Media.ConnectTimeout.D())))
+	defer cancel()
+	if err := leg.WaitConnected(wctx); err != nil {
+		if cause := context.Cause(c.ctx); cause != nil {
+			return cause
+		}
+		return fmt.Errorf("%w: %v", ErrMediaConnect, err)
+	}
+	if err := c.g.graph.Accept(c.ctx, c.ev.PhoneNumberID, c.ev.CallID, c.answer, c.id); err != nil {
+		if cause := context.Cause(c.ctx); cause != nil {
+			return cause // terminate webhook while accept was in flight: no retry
+		}
+		return fmt.Errorf("%w: %v", ErrAcceptFailed, err)
+	}
+	c.accepted = true
+	c.rec.Accepted = time.Now()
+	leg.EnableSend()
+	c.bridge.OpenMeta()
+	return nil
+}
+
+// finish tells Meta what it needs to know and fills the record.
+func (c *call) finish(err error) {
+	er := classify(err)
+	c.rec.Outcome = er.outcome
+	c.rec.Ended = time.Now()
+	c.termMu.Lock()
+	c.rec.MetaStatus, c.rec.MetaErrors = c.termStatus, c.termCodes
+	c.termMu.Unlock()
+	action := metaReject
+	switch {
+	case errors.Is(err, ErrCallerHangup):
+		action, c.rec.EndedBy = metaNone, "caller"
+	case c.accepted:
+		action = metaTerminate
+		c.rec.EndedBy = "ponte"
+		if errors.Is(err, ErrPBXHangup) {
+			c.rec.EndedBy = "pbx"
+		}
+	default:
+		c.rec.EndedBy = "ponte"
+		var se *sip.StatusError
+		if errors.As(err, &se) {
+			c.rec.EndedBy = "pbx"
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var gerr error
+	switch action {
+	case metaReject:
+		gerr = c.g.graph.Reject(ctx, c.ev.PhoneNumberID, c.ev.CallID)
+	case metaTerminate:
+		gerr = c.g.graph.Terminate(ctx, c.ev.PhoneNumberID, c.ev.CallID)
+	}
+	if gerr != nil {
+		c.log.Warn("telling Meta the call ended failed", "err", gerr)
+	}
+	c.log.Info("call ended", "outcome", c.rec.Outcome, "ended_by", c.rec.EndedBy, "cause", errString(err),
+		"to_meta_packets", c.rec.ToMeta.Out, "to_pbx_packets", c.rec.ToPBX.Out)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (c *call) pickTarget() (string, config.Target, *config.Trunk, error) {
+	cfg := c.cfg()
+	n := cfg.Number(c.ev.PhoneNumberID)
+	if n == nil || n.InboundRoute == "" {
+		return "", config.Target{}, nil, fmt.Errorf("%w: phone_number_id %s", ErrNoRoute, c.ev.PhoneNumberID)
+	}
+	r := cfg.Routes[n.InboundRoute]
+	t := r.Targets[0]
+	return n.InboundRoute, t, cfg.Trunk(t.Trunk), nil
+}
+
+func (c *call) sipTrunk(t *config.Trunk) *sip.Trunk {
+	return &sip.Trunk{
+		Name: t.Name, Address: t.Address, Transport: t.Transport,
+		Username: t.Auth.Username, Password: t.Auth.Password,
+		Codecs: t.Codecs, DTMFPT: uint8(t.DTMFPT), FromDomain: t.FromDomain,
+	}
+}
+
+// callerID is the From user: the caller's number in E.164 with "+", or the
+// BSUID when Meta sends no number (username-only users, reference §2.2).
+func (c *call) callerID() string {
+	if n := strings.TrimPrefix(c.ev.From, "+"); n != "" {
+		return "+" + n
+	}
+	if c.ev.FromUserID != "" {
+		return c.ev.FromUserID
+	}
+	return "anonymous"
+}
+
+// inviteHeaders carry the WhatsApp context to the PBX. Values from the caller
+// (payloads) are sanitised by package sip: percent-encoded, length-capped,
+// never a CR or LF.
+func (c *call) inviteHeaders() []sip.Header {
+	h := []sip.Header{
+		{Name: "X-WA-Call-Id", Value: c.ev.CallID},
+		{Name: "X-WA-Phone-Number-Id", Value: c.ev.PhoneNumberID},
+		{Name: "X-Ponte-Call-Id", Value: c.id},
+	}
+	if c.ev.CTAPayload != "" {
+		h = append(h, sip.Header{Name: "X-WA-CTA-Payload", Value: c.ev.CTAPayload})
+	}
+	if c.ev.DeeplinkPayload != "" {
+		h = append(h, sip.Header{Name: "X-WA-Deeplink-Payload", Value: c.ev.DeeplinkPayload})
+	}
+	return h
+}
+
+// chooseCodec takes the first codec of the PBX's answer that the trunk
+// allows (RFC 3264 §6.1: the answerer's order is its preference).
+func chooseCodec(md *sip.MediaDesc, allowed []string) (pbxMedia, bool) {
+	for _, cd := range md.Codecs {
+		for _, a := range allowed {
+			if strings.EqualFold(cd.Name, a) {
+				return pbxMedia{Codec: a, PT: cd.PT, DTMFPT: md.DTMFPT}, true
+			}
+		}
+	}
+	return pbxMedia{}, false
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,197 @@
+// Package server wires ponte's packages together from a config: the two HTTP
+// listeners, the webhook, the Graph client, the WebRTC engine, the SIP UA and
+// the gateway. cmd/ponte runs it; end-to-end tests and `ponte demo` start it
+// in-process on loopback.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/gateway"
+	"github.com/ponte-gw/ponte/sip"
+	"github.com/ponte-gw/ponte/webrtc"
+	"github.com/ponte-gw/ponte/whatsapp"
+)
+
+// Server is a running ponte.
+type Server struct {
+	cfg *config.Config
+	log *slog.Logger
+
+	Webhook *whatsapp.Webhook
+	Graph   *whatsapp.Client
+	Gateway *gateway.Gateway
+	UA      *sip.UA
+	RTC     *webrtc.Engine
+	Metrics *prometheus.Registry
+
+	public, admin     *http.Server
+	publicLn, adminLn net.Listener
+	draining          atomic.Bool
+}
+
+// New builds every component; nothing listens until Start.
+func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: log}
+	if cfg.WhatsApp.InsecureSkipSignature {
+		log.Warn("SECURITY: whatsapp.insecure_skip_signature is on: webhook signatures are NOT checked. Development only.")
+	}
+	s.Graph = whatsapp.NewClient(whatsapp.ClientConfig{
+		BaseURL:     cfg.WhatsApp.GraphURL,
+		AccessToken: cfg.WhatsApp.AccessToken,
+		Timeout:     cfg.WhatsApp.RequestTimeout.D(),
+		Retries:     cfg.WhatsApp.Retries,
+		Logger:      log,
+	})
+	var err error
+	s.RTC, err = webrtc.NewEngine(webrtc.Config{
+		ListenUDP:       net.JoinHostPort(cfg.Media.BindIP, strconv.Itoa(cfg.Media.WebRTCUDPPort)),
+		PublicIPs:       nonEmpty(cfg.Media.PublicIP),
+		IncludeLoopback: isLoopback(cfg.Media.BindIP) || isLoopback(cfg.Media.PublicIP),
+		ConnectTimeout:  cfg.Media.ConnectTimeout.D(),
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webrtc: %w", err)
+	}
+	lo, hi, _ := config.PortRange(cfg.Media.RTPPorts)
+	rtpHost := cfg.Media.RTPIP
+	if rtpHost == "" {
+		rtpHost = firstListenHost(cfg.SIP.Listen)
+	}
+	advertise := cfg.SIP.AdvertiseHost
+	if advertise == "" {
+		advertise = rtpHost
+	}
+	s.UA, err = sip.NewUA(sip.Config{
+		Listen: cfg.SIP.Listen, AdvertiseHost: advertise, RTPHost: rtpHost,
+		RTPPortMin: lo, RTPPortMax: hi, UserAgent: cfg.SIP.UserAgent, Logger: log,
+	})
+	if err != nil {
+		s.RTC.Close()
+		return nil, fmt.Errorf("sip: %w", err)
+	}
+	s.Gateway = gateway.New(gateway.Deps{Config: cfg, Graph: s.Graph, WebRTC: s.RTC, SIP: s.UA, Logger: log})
+	s.Webhook = whatsapp.NewWebhook(whatsapp.WebhookConfig{
+		VerifyToken:           cfg.WhatsApp.VerifyToken,
+		AppSecret:             cfg.WhatsApp.AppSecret,
+		MaxBodyBytes:          cfg.WhatsApp.MaxBodyBytes,
+		StaleAfter:            cfg.WhatsApp.ConnectStaleAfter.D(),
+		InsecureSkipSignature: cfg.WhatsApp.InsecureSkipSignature,
+		Logger:                log,
+	}, s.Gateway.HandleEvent)
+
+	s.Metrics = prometheus.NewRegistry()
+	s.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ponte_calls_active", Help: "Calls in progress.",
+	}, func() float64 { return float64(s.Gateway.Active()) }))
+	return s, nil
+}
+
+// Start binds the SIP listeners and both HTTP listeners.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.UA.Start(ctx); err != nil {
+		return fmt.Errorf("sip: %w", err)
+	}
+	pub := http.NewServeMux()
+	pub.Handle("/webhook", s.Webhook)
+	adm := http.NewServeMux()
+	adm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	adm.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	adm.Handle("/metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{}))
+
+	var err error
+	if s.publicLn, err = net.Listen("tcp", s.cfg.HTTP.Public); err != nil {
+		return fmt.Errorf("http.public: %w", err)
+	}
+	if s.adminLn, err = net.Listen("tcp", s.cfg.HTTP.Admin); err != nil {
+		s.publicLn.Close()
+		return fmt.Errorf("http.admin: %w", err)
+	}
+	s.public = &http.Server{Handler: pub, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	s.admin = &http.Server{Handler: adm, ReadHeaderTimeout: 10 * time.Second}
+	go s.serve(s.public, s.publicLn, s.cfg.HTTP.TLSCert, s.cfg.HTTP.TLSKey)
+	go s.serve(s.admin, s.adminLn, "", "")
+	s.log.Info("ponte listening", "webhook", "http://"+s.publicLn.Addr().String()+"/webhook",
+		"admin", s.adminLn.Addr().String(), "webrtc_udp", s.RTC.LocalAddr().String())
+	return nil
+}
+
+func (s *Server) serve(srv *http.Server, ln net.Listener, cert, key string) {
+	var err error
+	if cert != "" {
+		err = srv.ServeTLS(ln, cert, key)
+	} else {
+		err = srv.Serve(ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("http server stopped", "err", err)
+	}
+}
+
+// WebhookURL is where Meta (or the simulator) posts.
+func (s *Server) WebhookURL() string { return "http://" + s.publicLn.Addr().String() + "/webhook" }
+
+// AdminURL is the admin listener's base URL.
+func (s *Server) AdminURL() string { return "http://" + s.adminLn.Addr().String() }
+
+// Shutdown drains: /readyz fails, new calls are refused, calls in progress
+// are ended cleanly when ctx expires; then every listener closes.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.Gateway.Drain()
+	err := s.Gateway.Close(ctx)
+	s.Webhook.Close()
+	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.public != nil {
+		_ = s.public.Shutdown(hctx)
+		_ = s.admin.Shutdown(hctx)
+	}
+	_ = s.UA.Close()
+	_ = s.RTC.Close()
+	return err
+}
+
+func nonEmpty(ss ...string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func isLoopback(ip string) bool { return strings.HasPrefix(ip, "127.") || ip == "::1" }
+
+func firstListenHost(listen []string) string {
+	for _, l := range listen {
+		_, addr, _ := strings.Cut(l, ":")
+		if host, _, err := net.SplitHostPort(addr); err == nil && host != "0.0.0.0" && host != "::" {
+			return host
+		}
+	}
+	return "127.0.0.1"
+}

@@ -1,0 +1,398 @@
+package pbx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/ponte-gw/ponte/sim/audio"
+	psip "github.com/ponte-gw/ponte/sip"
+	"github.com/ponte-gw/ponte/transcode"
+)
+
+// ReceivedDigit is one RFC 4733 digit the simulator received.
+type ReceivedDigit struct {
+	Rune     rune
+	Duration time.Duration // from the event's duration field (8 kHz units)
+	PT       uint8         // payload type it arrived with
+	At       time.Time     // when it completed
+}
+
+type dtmfJob struct {
+	digits    string
+	each, gap time.Duration
+	done      chan struct{}
+}
+
+// Call is one INVITE the simulator accepted.
+type Call struct {
+	p        *PBX
+	invite   *sip.Request
+	offer    *psip.MediaDesc
+	codec    psip.CodecDesc
+	callID   string
+	localTag string
+	sessID   uint64
+	rtp      *net.UDPConn
+	local    netip.AddrPort
+	tsStep   uint32
+	enc      transcode.Encoder
+	dec      transcode.Decoder
+	analyzer *audio.Analyzer
+	det      *transcode.Detector
+
+	ackCh     chan struct{}
+	ackOnce   sync.Once
+	ended     chan struct{}
+	endOnce   sync.Once
+	mediaOnce sync.Once
+
+	mu             sync.Mutex
+	remote         netip.AddrPort
+	answeredAt     time.Time
+	ackedAt        time.Time
+	firstRTPSentAt time.Time
+	digits         []ReceivedDigit
+	jobs           []*dtmfJob
+	endedBy        string
+	byeReason      string
+	early          bool
+	cseq           uint32
+}
+
+func newCall(p *PBX, req *sip.Request, offer *psip.MediaDesc, codec psip.CodecDesc) (*Call, error) {
+	enc, err := transcode.NewEncoder(codec.Name, 8000, transcode.EncoderOptions{})
+	if err != nil {
+		return nil, err
+	}
+	dec, err := transcode.NewDecoder(codec.Name, 8000)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: p.addr.Addr().AsSlice()})
+	if err != nil {
+		return nil, err
+	}
+	c := &Call{
+		p: p, invite: req, offer: offer, codec: codec, callID: req.CallID().Value(),
+		localTag: randHex(8), sessID: rand.Uint64N(1 << 62), rtp: conn,
+		local:  conn.LocalAddr().(*net.UDPAddr).AddrPort(),
+		tsStep: uint32(transcode.ClockRate(codec.Name) / 50),
+		enc:    enc, dec: dec,
+		analyzer: audio.NewAnalyzer(8000, p.cfg.ExpectToneHz, p.cfg.ExpectDBFS),
+		det:      transcode.NewDetector(time.Second),
+		ackCh:    make(chan struct{}), ended: make(chan struct{}),
+		remote: offer.Addr, cseq: 1,
+	}
+	return c, nil
+}
+
+// Invite is the INVITE as received (the authenticated one after a challenge).
+func (c *Call) Invite() *sip.Request { return c.invite }
+
+// Offer is the parsed SDP offer of the INVITE.
+func (c *Call) Offer() *psip.MediaDesc { return c.offer }
+
+// Codec is the negotiated codec (with the offerer's PT).
+func (c *Call) Codec() psip.CodecDesc { return c.codec }
+
+// AnsweredAt is when the 200 was sent.
+func (c *Call) AnsweredAt() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.answeredAt }
+
+// AckedAt is when the ACK for the 200 arrived.
+func (c *Call) AckedAt() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.ackedAt }
+
+// FirstRTPSentAt is when the first RTP packet left.
+func (c *Call) FirstRTPSentAt() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.firstRTPSentAt }
+
+// Received is the analyzer fed with the decoded audio heard (8 kHz).
+func (c *Call) Received() *audio.Analyzer { return c.analyzer }
+
+// Digits are the RFC 4733 digits received so far.
+func (c *Call) Digits() []ReceivedDigit {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]ReceivedDigit(nil), c.digits...)
+}
+
+// EarlyMediaSent reports whether a 183 with SDP (and media) was sent.
+func (c *Call) EarlyMediaSent() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.early }
+
+// Ended is closed when the call is over.
+func (c *Call) Ended() <-chan struct{} { return c.ended }
+
+// EndedBy is "bye" (remote BYE), "cancel" (CANCEL) or "local" (our BYE,
+// our failure response, Close).
+func (c *Call) EndedBy() string { c.mu.Lock(); defer c.mu.Unlock(); return c.endedBy }
+
+// ByeReason is the Reason header of the BYE or CANCEL that ended the call.
+func (c *Call) ByeReason() string { c.mu.Lock(); defer c.mu.Unlock(); return c.byeReason }
+
+func (c *Call) end(by, reason string) {
+	c.endOnce.Do(func() {
+		c.mu.Lock()
+		c.endedBy, c.byeReason = by, reason
+		for _, j := range c.jobs {
+			close(j.done)
+		}
+		c.jobs = nil
+		c.mu.Unlock()
+		close(c.ended)
+		c.p.untrack(c)
+		c.closeMedia()
+	})
+}
+
+func (c *Call) closeMedia() { c.rtp.Close() }
+
+func (c *Call) acked() {
+	c.ackOnce.Do(func() {
+		c.mu.Lock()
+		c.ackedAt = time.Now()
+		c.mu.Unlock()
+		close(c.ackCh)
+	})
+}
+
+func (c *Call) answerSDP() []byte {
+	return psip.BuildSDP(psip.SDPSpec{
+		Addr: c.local, Codecs: []psip.CodecDesc{c.codec}, DTMFPT: int(c.p.cfg.DTMFPT),
+		Direction: psip.AnswerDirection(c.offer.Direction), SessID: c.sessID, Version: c.sessID,
+	})
+}
+
+func (c *Call) contactHeader() *sip.ContactHeader {
+	return &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: c.p.addr.Addr().String(), Port: int(c.p.addr.Port())}}
+}
+
+// response builds a response carrying our dialog tag.
+func (c *Call) response(code int, reason string, body []byte) *sip.Response {
+	res := sip.NewResponseFromRequest(c.invite, code, reason, body)
+	if code > 100 {
+		res.To().Params.Add("tag", c.localTag)
+	}
+	if code > 100 && code < 300 {
+		res.AppendHeader(c.contactHeader())
+	}
+	if body != nil {
+		ct := sip.ContentTypeHeader("application/sdp")
+		res.AppendHeader(&ct)
+	}
+	return res
+}
+
+var reasons = map[int]string{
+	404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable", 486: "Busy Here",
+	487: "Request Terminated", 488: "Not Acceptable Here", 500: "Server Internal Error",
+	503: "Service Unavailable", 603: "Decline",
+}
+
+// ring runs the INVITE server transaction: provisional responses, the ring
+// time, then the final response; a 200 is retransmitted until the ACK
+// (RFC 3261 §13.3.1.4: the UAS core, not the transaction, does that).
+func (c *Call) ring(tx sip.ServerTransaction) {
+	cfg := c.p.cfg
+	canceled := make(chan struct{})
+	var cancelOnce sync.Once
+	tx.OnCancel(func(r *sip.Request) {
+		reason := ""
+		if h := r.GetHeader("Reason"); h != nil {
+			reason = h.Value()
+		}
+		cancelOnce.Do(func() {
+			c.mu.Lock()
+			c.byeReason = reason
+			c.mu.Unlock()
+			close(canceled)
+		})
+	})
+	if !cfg.NoProvisional {
+		_ = tx.Respond(c.response(100, "Trying", nil))
+		if cfg.EarlyMedia {
+			c.mu.Lock()
+			c.early = true
+			c.mu.Unlock()
+			_ = tx.Respond(c.response(183, "Session Progress", c.answerSDP()))
+			c.startMedia()
+		} else {
+			_ = tx.Respond(c.response(180, "Ringing", nil))
+		}
+	}
+	t := time.NewTimer(cfg.AnswerDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-canceled:
+		c.end("cancel", c.ByeReason())
+		return
+	case <-c.ended:
+		return
+	}
+	if cfg.AnswerCode >= 300 {
+		r := reasons[cfg.AnswerCode]
+		if r == "" {
+			r = "Failure"
+		}
+		_ = tx.Respond(c.response(cfg.AnswerCode, r, nil))
+		c.end("local", "")
+		return
+	}
+	ok := c.response(200, "OK", c.answerSDP())
+	c.mu.Lock()
+	c.answeredAt = time.Now()
+	c.mu.Unlock()
+	if err := tx.Respond(ok); err != nil {
+		c.end("local", "")
+		return
+	}
+	c.startMedia()
+	if cfg.HangupAfter > 0 {
+		c.p.goTracked(func() {
+			select {
+			case <-time.After(cfg.HangupAfter):
+				ctx, cancel := context.WithTimeout(c.p.ctx, 5*time.Second)
+				defer cancel()
+				_ = c.Hangup(ctx)
+			case <-c.ended:
+			}
+		})
+	}
+	if sip.IsReliable(c.invite.Transport()) {
+		return
+	}
+	iv := sip.T1
+	deadline := time.After(64 * sip.T1)
+	for {
+		select {
+		case <-c.ackCh:
+			return
+		case <-c.ended:
+			return
+		case <-deadline:
+			// No ACK (RFC 3261 §13.3.1.4): the dialog is dead.
+			ctx, cancel := context.WithTimeout(c.p.ctx, 5*time.Second)
+			_ = c.Hangup(ctx)
+			cancel()
+			return
+		case <-time.After(iv):
+			_ = tx.Respond(ok)
+			iv = min(2*iv, sip.T2)
+		}
+	}
+}
+
+func (p *PBX) goTracked(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); f() }()
+}
+
+func (c *Call) startMedia() {
+	c.mediaOnce.Do(func() {
+		c.p.goTracked(c.recvLoop)
+		if !c.p.cfg.Silent {
+			c.p.goTracked(c.sendLoop)
+		}
+	})
+}
+
+// Hangup sends a BYE with a Q.850 normal-clearing Reason and waits for its answer.
+func (c *Call) Hangup(ctx context.Context) error {
+	select {
+	case <-c.ended:
+		return nil
+	default:
+	}
+	inv := c.invite
+	target := inv.Recipient
+	if ct := inv.Contact(); ct != nil {
+		target = ct.Address
+	}
+	req := sip.NewRequest(sip.BYE, *target.Clone())
+	tr := inv.Transport()
+	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: tr,
+		Host: c.p.addr.Addr().String(), Port: int(c.p.addr.Port()), Params: sip.NewParams()}
+	via.Params.Add("branch", sip.GenerateBranchN(16))
+	req.AppendHeader(via)
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	for _, rr := range inv.GetHeaders("Record-Route") { // UAS keeps the order (§12.1.1)
+		req.AppendHeader(sip.NewHeader("Route", rr.Value()))
+	}
+	from := sip.FromHeader{Address: *inv.To().Address.Clone(), Params: sip.NewParams()}
+	from.Params.Add("tag", c.localTag)
+	req.AppendHeader(&from)
+	to := sip.ToHeader{DisplayName: inv.From().DisplayName, Address: *inv.From().Address.Clone(), Params: inv.From().Params.Clone()}
+	req.AppendHeader(&to)
+	req.AppendHeader(sip.HeaderClone(inv.CallID()))
+	c.mu.Lock()
+	c.cseq++
+	seq := c.cseq
+	c.mu.Unlock()
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: sip.BYE})
+	req.AppendHeader(sip.NewHeader("Reason", `Q.850;cause=16;text="Normal call clearing"`))
+	req.SetBody(nil)
+	req.SetTransport(tr)
+	port := target.Port
+	if port == 0 {
+		port = sip.DefaultPort(tr)
+	}
+	req.SetDestination(net.JoinHostPort(strings.Trim(target.Host, "[]"), fmt.Sprint(port)))
+	if !sip.IsReliable(tr) {
+		la := c.p.udp.LocalAddr().(*net.UDPAddr)
+		req.Laddr = sip.Addr{IP: la.IP, Port: la.Port}
+	}
+	c.end("local", "")
+	tx, err := c.p.ua.TransactionLayer().Request(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			if res.StatusCode >= 300 {
+				return fmt.Errorf("pbx: BYE answered %d", res.StatusCode)
+			}
+			return nil
+		case <-tx.Done():
+			return errors.Join(errors.New("pbx: BYE transaction ended"), tx.Err())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// SendDTMF sends RFC 4733 digits at the simulator's DTMFPT, each lasting
+// `each` with `gap` of audio between them, and returns when they are sent
+// (or the call ends). All packets of a digit carry the stream timestamp of
+// its start, with three End packets (RFC 4733 §2.5.1).
+func (c *Call) SendDTMF(digits string, each, gap time.Duration) {
+	j := &dtmfJob{digits: digits, each: each, gap: gap, done: make(chan struct{})}
+	c.mu.Lock()
+	if c.endedBy != "" {
+		c.mu.Unlock()
+		return
+	}
+	c.jobs = append(c.jobs, j)
+	c.mu.Unlock()
+	select {
+	case <-j.done:
+	case <-c.ended:
+	}
+}

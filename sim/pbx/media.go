@@ -1,0 +1,181 @@
+package pbx
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/ponte-gw/ponte/transcode"
+)
+
+const frameDur = 20 * time.Millisecond
+
+// sendLoop sends one 20 ms packet per tick from the answer (or 183): tone,
+// marker, or RFC 4733 events while a digit is being sent.
+func (c *Call) sendLoop() {
+	cfg := c.p.cfg
+	gen := transcode.NewToneGen(cfg.ToneHz, 8000, transcode.AmpForDBFS(cfg.ToneDBFS))
+	pcm := make([]int16, 160)
+	payload := make([]byte, 1500)
+	pkt := make([]byte, 1500)
+	h := rtp.Header{Version: 2, SSRC: rand.Uint32(), SequenceNumber: uint16(rand.Uint32()), Timestamp: rand.Uint32(), Marker: true}
+	start := time.Now()
+	changed := false
+	var (
+		ev       transcode.Generator
+		evTS     uint32
+		job      *dtmfJob
+		idx      int
+		nextAt   time.Time
+		dtmfStep = uint16(160) // 20 ms in the 8 kHz event clock (RFC 4733, Meta: never scaled)
+	)
+	tick := time.NewTicker(frameDur)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.ended:
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		if cfg.SilentAfter > 0 && now.Sub(start) >= cfg.SilentAfter {
+			continue
+		}
+		if cfg.ChangeSSRCAfter > 0 && !changed && now.Sub(start) >= cfg.ChangeSSRCAfter {
+			changed = true
+			h.SSRC, h.SequenceNumber, h.Timestamp = rand.Uint32(), uint16(rand.Uint32()), rand.Uint32()
+			h.Marker = true
+		}
+		if job == nil {
+			c.mu.Lock()
+			if len(c.jobs) > 0 {
+				job, c.jobs = c.jobs[0], c.jobs[1:]
+				idx, nextAt = 0, now
+			}
+			c.mu.Unlock()
+		}
+		if job != nil && !ev.Active() && idx < len(job.digits) && !now.Before(nextAt) {
+			if code, ok := transcode.DigitCode(rune(job.digits[idx])); ok {
+				ev.Start(code, uint16(job.each/(time.Second/8000)), 10)
+				evTS = h.Timestamp // constant for the whole event (RFC 4733 §2.5.1.2)
+			}
+			idx++
+		}
+		var n int
+		pt := c.codec.PT
+		ts := h.Timestamp
+		marker := h.Marker
+		if ev.Active() {
+			e, first := ev.Next(dtmfStep)
+			n = e.Put(payload)
+			pt, ts, marker = c.p.cfg.DTMFPT, evTS, first
+			if !ev.Active() {
+				nextAt = now.Add(job.gap)
+				if idx >= len(job.digits) {
+					close(job.done)
+					job = nil
+				}
+			}
+		} else {
+			if cfg.Marker != nil {
+				cfg.Marker.Fill(pcm, now)
+			} else {
+				gen.Fill(pcm)
+			}
+			var err error
+			if n, err = c.enc.Encode(pcm, payload); err != nil {
+				continue
+			}
+			h.Marker = false
+		}
+		if job != nil && idx >= len(job.digits) && !ev.Active() {
+			close(job.done) // last code was not a valid digit
+			job = nil
+		}
+		out := rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: h.SequenceNumber, Timestamp: ts, SSRC: h.SSRC, Marker: marker}
+		m, err := out.MarshalTo(pkt)
+		if err != nil {
+			continue
+		}
+		m += copy(pkt[m:], payload[:n])
+		c.mu.Lock()
+		dst := c.remote
+		c.mu.Unlock()
+		if _, err := c.rtp.WriteToUDPAddrPort(pkt[:m], dst); err != nil && errors.Is(err, net.ErrClosed) {
+			return
+		}
+		c.mu.Lock()
+		if c.firstRTPSentAt.IsZero() {
+			c.firstRTPSentAt = now
+		}
+		c.mu.Unlock()
+		h.SequenceNumber++
+		h.Timestamp += c.tsStep
+	}
+}
+
+// recvLoop decodes what arrives into the analyzer and reassembles digits.
+func (c *Call) recvLoop() {
+	buf := make([]byte, 1500)
+	pcm := make([]int16, 8000)
+	var p rtp.Packet
+	sigHost := c.offer.Addr.Addr()
+	for {
+		_ = c.rtp.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, from, err := c.rtp.ReadFromUDPAddrPort(buf)
+		now := time.Now()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if d, ok := c.det.Expire(now); ok {
+				c.addDigit(d, 0, now)
+			}
+			continue
+		}
+		if p.Unmarshal(buf[:n]) != nil || p.Version != 2 || (p.PayloadType >= 72 && p.PayloadType <= 76) {
+			continue
+		}
+		if from.Addr().Unmap() == sigHost.Unmap() {
+			c.mu.Lock()
+			c.remote = from // symmetric RTP
+			c.mu.Unlock()
+		}
+		switch {
+		case p.PayloadType == c.codec.PT:
+			k, err := c.dec.Decode(p.Payload, pcm)
+			if err != nil || k == 0 {
+				continue
+			}
+			c.analyzer.Add(pcm[:k], now)
+			if f := c.p.cfg.OnAudio; f != nil {
+				f(c, pcm[:k], now)
+			}
+		case p.PayloadType == c.p.cfg.DTMFPT || int(p.PayloadType) == c.offer.DTMFPT:
+			e, err := transcode.ParseEvent(p.Payload)
+			if err != nil {
+				continue
+			}
+			if d, ok := c.det.Push(p.Timestamp, e, now); ok {
+				c.addDigit(d, p.PayloadType, now)
+			}
+		}
+		if d, ok := c.det.Expire(now); ok {
+			c.addDigit(d, p.PayloadType, now)
+		}
+	}
+}
+
+func (c *Call) addDigit(d transcode.Digit, pt uint8, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if pt == 0 {
+		pt = c.p.cfg.DTMFPT
+	}
+	c.digits = append(c.digits, ReceivedDigit{
+		Rune: transcode.DigitRune(d.Code), Duration: time.Duration(d.Duration) * (time.Second / 8000), PT: pt, At: at,
+	})
+}

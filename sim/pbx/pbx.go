@@ -1,0 +1,373 @@
+// Package pbx is a PBX simulator for tests and the demo: a sipgo UAS that
+// answers INVITEs after a configurable ring (100/180 or 183 early media,
+// digest challenge, failure codes), plays a tone (or a delay marker) as
+// 20 ms G.711/Opus RTP, measures the audio and RFC 4733 digits it receives,
+// and can send digits and hang up. It must not be imported by production code.
+package pbx
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+
+	"github.com/ponte-gw/ponte/sim/audio"
+	psip "github.com/ponte-gw/ponte/sip"
+)
+
+// Auth holds the digest credentials the simulator demands.
+type Auth struct{ Username, Password string }
+
+// Config configures the simulator.
+type Config struct {
+	Listen          string        // "127.0.0.1:0": UDP, and TCP on the same port
+	Codecs          []string      // accepted codecs in preference order (default PCMU)
+	DTMFPT          uint8         // its telephone-event PT (default 101)
+	AnswerDelay     time.Duration // ring time before the final response
+	AnswerCode      int           // 200 (default) or a failure such as 486/603
+	EarlyMedia      bool          // 183 with SDP and tone before the 200
+	NoProvisional   bool          // no 180/183 (sipgo's transaction layer still sends 100 Trying after 200 ms, RFC 3261 §17.2.1)
+	ToneHz          float64       // tone it plays (default 1000)
+	ToneDBFS        float64       // tone level (default -12)
+	Marker          *audio.MarkerSender
+	Silent          bool                                     // send no RTP at all
+	SilentAfter     time.Duration                            // stop sending RTP after this long (0 = never)
+	ChangeSSRCAfter time.Duration                            // switch to a new SSRC/seq/ts base mid-call (0 = never)
+	HangupAfter     time.Duration                            // BYE this long after the answer (0 = never)
+	Auth            *Auth                                    // challenge INVITEs with 401 digest
+	ExpectToneHz    float64                                  // tone the Received analyzer expects (default 1000)
+	ExpectDBFS      float64                                  // its level (default -12)
+	OnAudio         func(c *Call, pcm []int16, at time.Time) // every decoded frame, e.g. for a MarkerReceiver
+	Logger          *slog.Logger
+}
+
+// PBX is a running simulator.
+type PBX struct {
+	cfg   Config
+	log   *slog.Logger
+	addr  netip.AddrPort
+	ua    *sipgo.UserAgent
+	srv   *sipgo.Server
+	udp   *net.UDPConn
+	tcp   *net.TCPListener
+	calls chan *Call
+	ctx   context.Context
+	stop  context.CancelFunc
+
+	mu     sync.Mutex
+	active map[string]*Call // Call-ID + local tag
+	nonces map[string]bool
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// ErrClosed is returned by NextCall after Close.
+var ErrClosed = errors.New("pbx: closed")
+
+// Start binds UDP and TCP on the same port and serves until Close or ctx ends.
+func Start(ctx context.Context, cfg Config) (*PBX, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if len(cfg.Codecs) == 0 {
+		cfg.Codecs = []string{"PCMU"}
+	}
+	if cfg.DTMFPT == 0 {
+		cfg.DTMFPT = 101
+	}
+	if cfg.AnswerCode == 0 {
+		cfg.AnswerCode = 200
+	}
+	if cfg.ToneHz == 0 {
+		cfg.ToneHz = 1000
+	}
+	if cfg.ToneDBFS == 0 {
+		cfg.ToneDBFS = -12
+	}
+	if cfg.ExpectToneHz == 0 {
+		cfg.ExpectToneHz = 1000
+	}
+	if cfg.ExpectDBFS == 0 {
+		cfg.ExpectDBFS = -12
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	p := &PBX{cfg: cfg, log: log, calls: make(chan *Call, 64), active: map[string]*Call{}, nonces: map[string]bool{}}
+	if err := p.bind(); err != nil {
+		return nil, err
+	}
+	var err error
+	p.ua, err = sipgo.NewUA(sipgo.WithUserAgent("ponte-pbx-sim"),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(log)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(log)))
+	if err != nil {
+		p.udp.Close()
+		p.tcp.Close()
+		return nil, err
+	}
+	p.srv, _ = sipgo.NewServer(p.ua, sipgo.WithServerLogger(log))
+	p.srv.OnInvite(p.onInvite)
+	p.srv.OnAck(p.onAck)
+	p.srv.OnBye(p.onBye)
+	p.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) { respond(tx, req, 200, "OK", nil) })
+	p.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
+		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
+	})
+	p.ctx, p.stop = context.WithCancel(context.Background())
+	p.wg.Add(2)
+	go func() { defer p.wg.Done(); _ = p.srv.ServeUDP(p.udp) }()
+	go func() { defer p.wg.Done(); _ = p.srv.ServeTCP(p.tcp) }()
+	// Requests we send from the listening socket need it in sipgo's pool.
+	pool := p.ua.TransportLayer().Pool("udp")
+	for i := 0; i < 2000; i++ {
+		if c := pool.Get(p.udp.LocalAddr().String()); c != nil {
+			c.TryClose()
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			p.Close()
+		case <-p.ctx.Done():
+		}
+	}()
+	return p, nil
+}
+
+func (p *PBX) bind() error {
+	ap, err := netip.ParseAddrPort(p.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("pbx: listen %q: %w", p.cfg.Listen, err)
+	}
+	for i := 0; i < 20; i++ {
+		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+		if err != nil {
+			return err
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		t, err := net.ListenTCP("tcp", &net.TCPAddr{IP: ap.Addr().AsSlice(), Port: port})
+		if err != nil {
+			u.Close()
+			if ap.Port() != 0 {
+				return err
+			}
+			continue // ephemeral UDP port taken on TCP: try another
+		}
+		p.udp, p.tcp = u, t
+		p.addr = netip.AddrPortFrom(ap.Addr(), uint16(port))
+		return nil
+	}
+	return errors.New("pbx: no port free on both UDP and TCP")
+}
+
+// Addr is the SIP address (UDP and TCP).
+func (p *PBX) Addr() netip.AddrPort { return p.addr }
+
+// Close ends every call (no signalling), stops serving and waits.
+func (p *PBX) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	calls := make([]*Call, 0, len(p.active))
+	for _, c := range p.active {
+		calls = append(calls, c)
+	}
+	p.mu.Unlock()
+	p.stop()
+	for _, c := range calls {
+		c.end("local", "")
+	}
+	p.udp.Close()
+	p.tcp.Close()
+	err := p.ua.Close()
+	p.wg.Wait()
+	// sipgo may open a socket after Close to answer a message that was read
+	// just before (its handler goroutines are untracked): close those too.
+	for i := 0; i < 10; i++ {
+		time.Sleep(5 * time.Millisecond)
+		for _, n := range []string{"udp", "tcp"} {
+			if pool := p.ua.TransportLayer().Pool(n); pool != nil && pool.Size() > 0 {
+				_ = pool.Clear()
+			}
+		}
+	}
+	return err
+}
+
+// NextCall waits for the next accepted INVITE (after any digest challenge).
+func (p *PBX) NextCall(ctx context.Context) (*Call, error) {
+	select {
+	case c := <-p.calls:
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-p.ctx.Done():
+		return nil, ErrClosed
+	}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, body []byte, hdrs ...sip.Header) *sip.Response {
+	res := sip.NewResponseFromRequest(req, code, reason, body)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	_ = tx.Respond(res)
+	return res
+}
+
+func (p *PBX) track(c *Call) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.active[c.callID+"\x00"+c.localTag] = c
+	return true
+}
+
+func (p *PBX) untrack(c *Call) {
+	p.mu.Lock()
+	delete(p.active, c.callID+"\x00"+c.localTag)
+	p.mu.Unlock()
+}
+
+// find matches an in-dialog request: its To tag is our local tag.
+func (p *PBX) find(req *sip.Request) *Call {
+	if req.CallID() == nil || req.To() == nil {
+		return nil
+	}
+	tag, _ := req.To().Params.Get("tag")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.active[req.CallID().Value()+"\x00"+tag]
+}
+
+// authorized checks the INVITE's digest credentials (RFC 3261 §22.2) and
+// challenges with a fresh nonce if they are missing or wrong.
+func (p *PBX) authorized(req *sip.Request, tx sip.ServerTransaction) bool {
+	a := p.cfg.Auth
+	if a == nil {
+		return true
+	}
+	if h := req.GetHeader("Authorization"); h != nil {
+		cred, err := digest.ParseCredentials(h.Value())
+		p.mu.Lock()
+		known := err == nil && p.nonces[cred.Nonce]
+		p.mu.Unlock()
+		if known && cred.Username == a.Username && cred.URI == req.Recipient.String() {
+			chal := &digest.Challenge{Realm: cred.Realm, Nonce: cred.Nonce, Algorithm: cred.Algorithm, Opaque: cred.Opaque}
+			if cred.QOP != "" {
+				chal.QOP = []string{cred.QOP}
+			}
+			want, err := digest.Digest(chal, digest.Options{
+				Method: string(req.Method), URI: cred.URI, Username: a.Username, Password: a.Password,
+				Cnonce: cred.Cnonce, Count: cred.Nc,
+			})
+			if err == nil && want.Response == cred.Response {
+				return true
+			}
+		}
+	}
+	nonce := randHex(16)
+	p.mu.Lock()
+	p.nonces[nonce] = true
+	p.mu.Unlock()
+	chal := &digest.Challenge{Realm: "ponte-sim", Nonce: nonce, Algorithm: "MD5", QOP: []string{"auth"}}
+	respond(tx, req, 401, "Unauthorized", nil, sip.NewHeader("WWW-Authenticate", chal.String()))
+	return false
+}
+
+func (p *PBX) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if req.To() != nil && req.To().Params.Has("tag") {
+		// Re-INVITE: keep the call as it is (hold etc. not simulated).
+		if c := p.find(req); c != nil {
+			ct := sip.ContentTypeHeader("application/sdp")
+			respond(tx, req, 200, "OK", c.answerSDP(), c.contactHeader(), &ct)
+			return
+		}
+		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
+		return
+	}
+	if !p.authorized(req, tx) {
+		return
+	}
+	c, code := p.newCall(req)
+	if c == nil {
+		respond(tx, req, code, "Not Acceptable Here", nil)
+		return
+	}
+	if !p.track(c) {
+		c.closeMedia()
+		respond(tx, req, 503, "Service Unavailable", nil)
+		return
+	}
+	select {
+	case p.calls <- c:
+	default:
+		p.log.Warn("pbx: NextCall queue full, call not delivered", "call_id", c.callID)
+	}
+	c.ring(tx)
+}
+
+func (p *PBX) onAck(req *sip.Request, _ sip.ServerTransaction) {
+	if c := p.find(req); c != nil {
+		c.acked()
+	}
+}
+
+func (p *PBX) onBye(req *sip.Request, tx sip.ServerTransaction) {
+	c := p.find(req)
+	if c == nil {
+		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
+		return
+	}
+	respond(tx, req, 200, "OK", nil)
+	reason := ""
+	if h := req.GetHeader("Reason"); h != nil {
+		reason = h.Value()
+	}
+	c.end("bye", reason)
+}
+
+// newCall negotiates the offer and binds the call's RTP socket; on failure
+// it returns the SIP code to answer.
+func (p *PBX) newCall(req *sip.Request) (*Call, int) {
+	offer, err := psip.ParseSDP(req.Body())
+	if err != nil {
+		return nil, 488
+	}
+	codec, ok := offer.Negotiate(p.cfg.Codecs)
+	if !ok {
+		return nil, 488
+	}
+	c, err := newCall(p, req, offer, codec)
+	if err != nil {
+		p.log.Warn("pbx: call setup", "err", err)
+		return nil, 500
+	}
+	return c, 0
+}

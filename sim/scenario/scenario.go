@@ -1,0 +1,195 @@
+// Package scenario starts ponte with the WhatsApp simulator and the PBX
+// simulator on loopback: real sockets, real WebRTC, real SIP. `ponte demo`
+// and the end-to-end tests share it.
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/internal/server"
+	"github.com/ponte-gw/ponte/sim/pbx"
+	"github.com/ponte-gw/ponte/sim/wasim"
+)
+
+// Fixed identities of the simulated business.
+const (
+	PhoneNumberID = "1098765432"
+	DisplayNumber = "5511400001234"
+	AccessToken   = "sim-access-token"
+	AppSecret     = "sim-app-secret"
+	VerifyToken   = "sim-verify-token"
+)
+
+// Options shape one environment.
+type Options struct {
+	// Codecs the trunk offers and the PBX simulator accepts (default PCMU).
+	Codecs []string
+	// PBX overrides for the PBX simulator (Listen, Codecs and Logger are set here).
+	PBX pbx.Config
+	// PBXAddr points the trunk at an outside PBX (sipp, baresip) instead of the simulator.
+	PBXAddr string
+	// EarlyMedia is the trunk's early_media policy (ignore|answer).
+	EarlyMedia string
+	// AcceptDeadline and RingTimeout (defaults 30 s and 25 s).
+	AcceptDeadline, RingTimeout time.Duration
+	// MetaAcceptWindow, NoMediaStart, NoMediaMid override the simulator's timers.
+	MetaAcceptWindow time.Duration
+	// ConnectStaleAfter gates stale connect webhooks (default 60 s).
+	ConnectStaleAfter time.Duration
+	// TargetUser is the user part of the target URI (default "agent").
+	TargetUser string
+	Logger     *slog.Logger
+}
+
+// Env is a running gateway with its simulators.
+type Env struct {
+	Config *config.Config
+	Server *server.Server
+	Meta   *wasim.Meta
+	PBX    *pbx.PBX // nil when Options.PBXAddr is set
+}
+
+// Start brings everything up. Close it.
+func Start(ctx context.Context, o Options) (*Env, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(o.Codecs) == 0 {
+		o.Codecs = []string{"PCMU"}
+	}
+	if o.TargetUser == "" {
+		o.TargetUser = "agent"
+	}
+	e := &Env{}
+	pub, err := freeTCP()
+	if err != nil {
+		return nil, err
+	}
+	e.Meta, err = wasim.Start(ctx, wasim.Config{
+		WebhookURL:    "http://" + pub + "/webhook",
+		AppSecret:     AppSecret,
+		AccessToken:   AccessToken,
+		PhoneNumberID: PhoneNumberID,
+		DisplayNumber: DisplayNumber,
+		AcceptWindow:  o.MetaAcceptWindow,
+		Logger:        o.Logger.With("sim", "meta"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("meta simulator: %w", err)
+	}
+	pbxAddr := o.PBXAddr
+	if pbxAddr == "" {
+		pc := o.PBX
+		pc.Listen = "127.0.0.1:0"
+		if len(pc.Codecs) == 0 {
+			pc.Codecs = o.Codecs
+		}
+		pc.Logger = o.Logger.With("sim", "pbx")
+		if pc.ExpectToneHz == 0 {
+			pc.ExpectToneHz = 440 // what the simulated WhatsApp caller plays
+		}
+		e.PBX, err = pbx.Start(ctx, pc)
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("pbx simulator: %w", err)
+		}
+		pbxAddr = e.PBX.Addr().String()
+	}
+	rtcPort, err := freeUDP()
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	cfg := &config.Config{
+		HTTP: config.HTTP{Public: pub, Admin: "127.0.0.1:0"},
+		WhatsApp: config.WhatsApp{
+			GraphURL: e.Meta.GraphURL(), AccessToken: AccessToken, AppSecret: AppSecret, VerifyToken: VerifyToken,
+			AcceptDeadline:    config.Duration(or(o.AcceptDeadline, 30*time.Second)),
+			ConnectStaleAfter: config.Duration(or(o.ConnectStaleAfter, 60*time.Second)),
+			RequestTimeout:    config.Duration(3 * time.Second),
+			Numbers:           []config.Number{{PhoneNumberID: PhoneNumberID, DisplayPhoneNumber: DisplayNumber, InboundRoute: "support"}},
+		},
+		Media: config.Media{BindIP: "127.0.0.1", WebRTCUDPPort: rtcPort, RTPIP: "127.0.0.1", RTPPorts: "40000-49999", ConnectTimeout: config.Duration(10 * time.Second)},
+		SIP: config.SIP{
+			Listen: []string{"udp:127.0.0.1:0"},
+			Trunks: []config.Trunk{{Name: "pbx", Address: pbxAddr, Transport: "udp", Codecs: o.Codecs, EarlyMedia: o.EarlyMedia}},
+		},
+		Routes: map[string]*config.Route{"support": {Targets: []config.Target{{
+			URI: "sip:" + o.TargetUser + "@" + pbxAddr, Trunk: "pbx", RingTimeout: config.Duration(or(o.RingTimeout, 25*time.Second)),
+		}}}},
+		Store: config.Store{Driver: "memory"},
+	}
+	if err := cfg.Finalize(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	e.Config = cfg
+	e.Server, err = server.New(cfg, o.Logger.With("node", "ponte"))
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	if err := e.Server.Start(ctx); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Close stops the gateway and the simulators.
+func (e *Env) Close() {
+	if e.Server != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = e.Server.Shutdown(ctx)
+		cancel()
+	}
+	if e.PBX != nil {
+		_ = e.PBX.Close()
+	}
+	if e.Meta != nil {
+		_ = e.Meta.Close()
+	}
+}
+
+// WaitIdle waits until the gateway has no call in progress.
+func (e *Env) WaitIdle(ctx context.Context) error {
+	for e.Server.Gateway.Active() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func or(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+func freeTCP() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func freeUDP() (int, error) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return int(netip.MustParseAddrPort(c.LocalAddr().String()).Port()), nil
+}
