@@ -89,8 +89,10 @@ func newBridge(log *slog.Logger, p mediaParams, wa, pbx rtpLeg, fail func(error)
 	b.toMeta.outPT, b.toMeta.outDTMFPT, b.toMeta.hasDTMF = metaPT, metaDTMF, true
 	b.toMeta.clock = opusClock
 	// After the accept wait, PBX audio that piled up is played out and the
-	// delay won back by dropping silent frames (design: media rules).
+	// delay won back (design: media rules); the same control drains a backlog
+	// left by a sender's burst or clock drift in either direction.
 	b.toMeta.winBack = true
+	b.toPBX.winBack = true
 	return b
 }
 

@@ -52,6 +52,7 @@ type direction struct {
 	calmSince time.Time // last underrun: the depth decays after a calm period
 	hadAudio  bool
 	underrun  int
+	compressN uint32
 
 	pcm []int16
 	buf []byte
@@ -194,6 +195,9 @@ func (d *direction) nextAudio() []byte {
 		if d.dec == nil { // passthrough: Opus on both sides
 			if st == transcode.PopOK {
 				d.hadAudio, d.underrun = true, 0
+				if skip < 3 && d.shouldCompress(false) {
+					continue
+				}
 				n := copy(d.buf, payload)
 				return d.buf[:n]
 			}
@@ -240,8 +244,7 @@ func (d *direction) nextAudio() []byte {
 		if err != nil {
 			clear(pcm)
 		}
-		if st == transcode.PopOK && d.winBack && skip < 3 && d.jb.Len() > d.target && silent(pcm) {
-			d.st.WonBack++
+		if st == transcode.PopOK && skip < 3 && d.shouldCompress(silent(pcm)) {
 			continue
 		}
 		n, err := d.enc.Encode(pcm, d.buf)
@@ -250,6 +253,22 @@ func (d *direction) nextAudio() []byte {
 		}
 		return d.buf[:n]
 	}
+}
+
+// shouldCompress decides whether to drop the frame just popped, to win back
+// the delay that built up while accept was in flight: silent frames go first;
+// when the audio never pauses (music, a tone, a talkative callee), one frame in
+// four goes, so a 200 ms backlog is gone in under a second.
+func (d *direction) shouldCompress(isSilent bool) bool {
+	if !d.winBack || d.jb.Len() <= d.target {
+		return false
+	}
+	d.compressN++
+	if isSilent || d.compressN%4 == 0 {
+		d.st.WonBack++
+		return true
+	}
+	return false
 }
 
 func (d *direction) write(pt uint8, ts uint32, marker bool, payload []byte) {

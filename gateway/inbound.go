@@ -176,7 +176,7 @@ func (c *call) connect() error {
 	earlyAnswer := trunk.EarlyMedia == "answer"
 	dlg, err := c.g.ua.Dial(dialCtx, sip.DialRequest{
 		Trunk:       c.sipTrunk(trunk),
-		Target:      target.URI,
+		Target:      targetURI(target.URI, c.ev.DisplayPhoneNumber),
 		FromUser:    c.callerID(),
 		FromDisplay: c.ev.ContactName,
 		ToUser:      c.ev.DisplayPhoneNumber,
@@ -444,4 +444,16 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// targetURI puts the dialled business number (the DID) in the Request-URI
+// when the target names only a host (sip:pbx.example.com), so PBX dialplans
+// route on the DID as they would for a PSTN trunk. A target with a user
+// (sip:sales@pbx) is used as configured; the To header carries the DID either way.
+func targetURI(uri, did string) string {
+	scheme, rest, ok := strings.Cut(uri, ":")
+	if !ok || did == "" || strings.Contains(rest, "@") {
+		return uri
+	}
+	return scheme + ":" + did + "@" + rest
 }

@@ -42,7 +42,8 @@ type Options struct {
 	MetaAcceptWindow time.Duration
 	// ConnectStaleAfter gates stale connect webhooks (default 60 s).
 	ConnectStaleAfter time.Duration
-	// TargetUser is the user part of the target URI (default "agent").
+	// TargetUser is the user part of the target URI (default "agent"; "-"
+	// for a host-only target, which ponte fills with the dialled number).
 	TargetUser string
 	Logger     *slog.Logger
 }
@@ -53,10 +54,16 @@ type Env struct {
 	Server *server.Server
 	Meta   *wasim.Meta
 	PBX    *pbx.PBX // nil when Options.PBXAddr is set
+
+	cancel context.CancelFunc // ends the components' lifetime context
 }
 
-// Start brings everything up. Close it.
+// Start brings everything up. Close it. ctx bounds the start only: the
+// components live until Close.
 func Start(ctx context.Context, o Options) (*Env, error) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= 0 {
+		return nil, context.DeadlineExceeded
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -67,10 +74,14 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		o.TargetUser = "agent"
 	}
 	e := &Env{}
+	life, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
 	pub, err := freeTCP()
 	if err != nil {
+		cancel()
 		return nil, err
 	}
+	ctx = life
 	e.Meta, err = wasim.Start(ctx, wasim.Config{
 		WebhookURL:    "http://" + pub + "/webhook",
 		AppSecret:     AppSecret,
@@ -121,7 +132,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 			Trunks: []config.Trunk{{Name: "pbx", Address: pbxAddr, Transport: "udp", Codecs: o.Codecs, EarlyMedia: o.EarlyMedia}},
 		},
 		Routes: map[string]*config.Route{"support": {Targets: []config.Target{{
-			URI: "sip:" + o.TargetUser + "@" + pbxAddr, Trunk: "pbx", RingTimeout: config.Duration(or(o.RingTimeout, 25*time.Second)),
+			URI: targetURI(o.TargetUser, pbxAddr), Trunk: "pbx", RingTimeout: config.Duration(or(o.RingTimeout, 25*time.Second)),
 		}}}},
 		Store: config.Store{Driver: "memory"},
 	}
@@ -154,6 +165,9 @@ func (e *Env) Close() {
 	}
 	if e.Meta != nil {
 		_ = e.Meta.Close()
+	}
+	if e.cancel != nil {
+		e.cancel()
 	}
 }
 
@@ -192,4 +206,11 @@ func freeUDP() (int, error) {
 	}
 	defer c.Close()
 	return int(netip.MustParseAddrPort(c.LocalAddr().String()).Port()), nil
+}
+
+func targetURI(user, host string) string {
+	if user == "-" {
+		return "sip:" + host
+	}
+	return "sip:" + user + "@" + host
 }

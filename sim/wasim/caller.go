@@ -32,6 +32,10 @@ type CallOptions struct {
 	Marker          bool      // send the sim/audio marker sequence instead of a plain tone
 	// What the caller expects to hear from the business (for Heard): default 440 Hz at -12 dBFS.
 	ExpectHz, ExpectDBFS float64
+	// DTMFDropEnd drops every End packet of the caller's DTMF events (loss impairment).
+	DTMFDropEnd bool
+	// OnAudio sees every decoded 8 kHz frame the caller hears, with its arrival time.
+	OnAudio func(pcm []int16, at time.Time)
 }
 
 // Marker sequence used by CallOptions.Marker and by HeardMarkers; a PBX simulator measuring

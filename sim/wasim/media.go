@@ -288,6 +288,9 @@ func (c *Caller) readMedia(tr *pwebrtc.TrackRemote) {
 			if k, err := dec.Decode(p.Payload, pcm); err == nil {
 				c.heard.Add(pcm[:k], at)
 				c.markers.Add(pcm[:k], at)
+				if c.opts.OnAudio != nil {
+					c.opts.OnAudio(pcm[:k], at)
+				}
 			}
 		case tePT:
 			ev, err := transcode.ParseEvent(p.Payload)
@@ -481,6 +484,12 @@ func (f *frameSender) send(now time.Time) error {
 		e, start := f.gen.Next(160)
 		payload = f.ev[:e.Put(f.ev)]
 		h.PayloadType, h.Timestamp, h.Marker = tePT, f.evTS, start
+		if e.End && c.opts.DTMFDropEnd {
+			// Impairment: every End packet is lost; the receiver must end the event by timeout.
+			f.seq++
+			f.ts += 960
+			return nil
+		}
 	} else {
 		if c.markerTx != nil {
 			c.markerTx.Fill(f.pcm, now)

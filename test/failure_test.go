@@ -1,0 +1,204 @@
+package test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ponte-gw/ponte/sim/pbx"
+	"github.com/ponte-gw/ponte/sim/scenario"
+	"github.com/ponte-gw/ponte/sim/wasim"
+)
+
+// callerEnded waits for the simulated caller to see its call end.
+func callerEnded(t *testing.T, c *wasim.Caller, d time.Duration) string {
+	t.Helper()
+	select {
+	case <-c.Ended():
+		return c.EndReason()
+	case <-time.After(d):
+		t.Fatalf("the WhatsApp call never ended (state: %q)", c.EndReason())
+		return ""
+	}
+}
+
+func pbxEnded(t *testing.T, pc *pbx.Call, d time.Duration) string {
+	t.Helper()
+	select {
+	case <-pc.Ended():
+		return pc.EndedBy()
+	case <-time.After(d):
+		t.Fatal("the PBX leg never ended")
+		return ""
+	}
+}
+
+func TestInboundPBXBusyRejects(t *testing.T) {
+	env := startEnv(t, scenario.Options{PBX: pbx.Config{AnswerCode: 486}})
+	caller, err := env.Meta.Call(ctxT(t, 10*time.Second), wasim.CallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := callerEnded(t, caller, 10*time.Second); r != "gateway_reject" {
+		t.Errorf("caller end reason %q, want gateway_reject", r)
+	}
+	if a := waitActions(env, caller.ID(), "pre_accept,reject"); a != "pre_accept,reject" {
+		t.Errorf("Graph requests %q, want pre_accept,reject", a)
+	}
+	_ = env.WaitIdle(ctxT(t, 5*time.Second))
+	if recs := env.Server.Gateway.Records(); len(recs) != 1 || recs[0].Outcome != "target_486" || recs[0].EndedBy != "pbx" {
+		t.Errorf("record %+v", recs)
+	}
+}
+
+func TestInboundAcceptDeadlineCancelsAndRejects(t *testing.T) {
+	env := startEnv(t, scenario.Options{
+		AcceptDeadline: 5 * time.Second, RingTimeout: 5 * time.Second,
+		PBX: pbx.Config{AnswerDelay: 20 * time.Second},
+	})
+	ctx := ctxT(t, 20*time.Second)
+	caller, err := env.Meta.Call(ctx, wasim.CallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := env.PBX.NextCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if by := pbxEnded(t, pc, 10*time.Second); by != "cancel" {
+		t.Errorf("PBX leg ended by %q, want cancel", by)
+	}
+	if el := time.Since(start); el > 6*time.Second {
+		t.Errorf("gave up after %v, want about the 5 s deadline", el)
+	}
+	if r := callerEnded(t, caller, 5*time.Second); r != "gateway_reject" {
+		t.Errorf("caller end reason %q, want gateway_reject", r)
+	}
+	if a := waitActions(env, caller.ID(), "pre_accept,reject"); a != "pre_accept,reject" {
+		t.Errorf("Graph requests %q, want pre_accept,reject", a)
+	}
+}
+
+func TestInboundPBXByeTerminates(t *testing.T) {
+	env := startEnv(t, scenario.Options{PBX: pbx.Config{HangupAfter: 2 * time.Second}})
+	caller, _ := connected(t, env, wasim.CallOptions{ExpectHz: 1000})
+	if r := callerEnded(t, caller, 10*time.Second); r != "gateway_terminate" {
+		t.Errorf("caller end reason %q, want gateway_terminate", r)
+	}
+	if a := waitActions(env, caller.ID(), "pre_accept,accept,terminate"); a != "pre_accept,accept,terminate" {
+		t.Errorf("Graph requests %q", a)
+	}
+	_ = env.WaitIdle(ctxT(t, 5*time.Second))
+	if recs := env.Server.Gateway.Records(); len(recs) != 1 || recs[0].EndedBy != "pbx" || recs[0].Outcome != "completed" {
+		t.Errorf("record %+v", recs)
+	}
+}
+
+func TestInboundAcceptFailsByesPBX(t *testing.T) {
+	env := startEnv(t, scenario.Options{})
+	env.Meta.InjectFailure("accept", 400, `{"error":{"message":"Invalid connection info","type":"OAuthException","code":100,"fbtrace_id":"AbCdEf"}}`, 10)
+	ctx := ctxT(t, 20*time.Second)
+	caller, err := env.Meta.Call(ctx, wasim.CallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := env.PBX.NextCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if by := pbxEnded(t, pc, 10*time.Second); by != "bye" {
+		t.Fatalf("PBX leg ended by %q, want a BYE", by)
+	}
+	if r := pc.ByeReason(); !strings.Contains(r, "accept failed") || !strings.HasPrefix(r, "SIP;cause=500") {
+		t.Errorf("BYE Reason %q, want SIP;cause=500 with the accept failure", r)
+	}
+	_ = env.WaitIdle(ctxT(t, 5*time.Second))
+	if a := waitActions(env, caller.ID(), "pre_accept,accept,reject"); a != "pre_accept,accept,reject" {
+		t.Errorf("Graph requests %q, want pre_accept,accept,reject (accept is not retried on a 4xx)", a)
+	}
+}
+
+func TestInboundCallerHangupWhileRingingCancels(t *testing.T) {
+	env := startEnv(t, scenario.Options{PBX: pbx.Config{AnswerDelay: 15 * time.Second}})
+	ctx := ctxT(t, 20*time.Second)
+	caller, err := env.Meta.Call(ctx, wasim.CallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := env.PBX.NextCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // ringing
+	if err := caller.Hangup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if by := pbxEnded(t, pc, 5*time.Second); by != "cancel" {
+		t.Errorf("PBX leg ended by %q, want cancel", by)
+	}
+	_ = env.WaitIdle(ctx)
+	if a := waitActions(env, caller.ID(), "pre_accept"); a != "pre_accept" {
+		t.Errorf("Graph requests %q: after the user hung up nothing more is owed", a)
+	}
+}
+
+func TestInboundCallerHangupAnsweredByes(t *testing.T) {
+	env := startEnv(t, scenario.Options{})
+	caller, pc := connected(t, env, wasim.CallOptions{ExpectHz: 1000})
+	if err := caller.Hangup(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if by := pbxEnded(t, pc, 5*time.Second); by != "bye" || !strings.Contains(pc.ByeReason(), "Q.850;cause=16") {
+		t.Errorf("PBX leg ended by %q with Reason %q, want a BYE with Q.850 cause 16", by, pc.ByeReason())
+	}
+}
+
+// TestInboundEarlyMedia: with early_media: ignore, the PBX's 183 audio never
+// reaches the caller and accept waits for the 200; with answer, ponte accepts
+// on the 183 and the caller hears the PBX before its 200.
+func TestInboundEarlyMedia(t *testing.T) {
+	for _, mode := range []string{"ignore", "answer"} {
+		t.Run(mode, func(t *testing.T) {
+			env := startEnv(t, scenario.Options{EarlyMedia: mode, PBX: pbx.Config{EarlyMedia: true, AnswerDelay: 3 * time.Second}})
+			ctx := ctxT(t, 20*time.Second)
+			caller, err := env.Meta.Call(ctx, wasim.CallOptions{ExpectHz: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc, err := env.PBX.NextCall(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := caller.WaitAccepted(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(5*time.Second, func() bool { return !pc.AnsweredAt().IsZero() })
+			time.Sleep(time.Second)
+			answered := pc.AnsweredAt()
+			if !pc.EarlyMediaSent() || answered.IsZero() {
+				t.Fatalf("PBX early media %v, answered %v", pc.EarlyMediaSent(), answered)
+			}
+			acc := caller.AcceptRespondedAt()
+			first := caller.Stream().FirstWireRTP
+			heardEarly := caller.Heard().Report(acc, answered)
+			switch mode {
+			case "ignore":
+				if acc.Before(answered) {
+					t.Errorf("accepted at %v, before the PBX's 200 at %v", acc, answered)
+				}
+				if !first.After(answered) {
+					t.Errorf("caller got media at %v, before the PBX's 200 at %v", first, answered)
+				}
+			case "answer":
+				if !acc.Before(answered.Add(-time.Second)) {
+					t.Errorf("accept answered at %v, want on the 183 (PBX 200 at %v)", acc, answered)
+				}
+				if heardEarly.ToneWindows < 50 {
+					t.Errorf("caller heard %d tone windows of early media, want the PBX's announcement", heardEarly.ToneWindows)
+				}
+			}
+			hangupAndWait(t, env, caller, pc)
+		})
+	}
+}

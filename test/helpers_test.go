@@ -1,0 +1,136 @@
+// Package test holds ponte's end-to-end tests: the real gateway between the
+// Meta simulator and the PBX simulator (or real SIP peers) over loopback.
+package test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ponte-gw/ponte/sim/pbx"
+	"github.com/ponte-gw/ponte/sim/scenario"
+	"github.com/ponte-gw/ponte/sim/wasim"
+)
+
+func logger() *slog.Logger {
+	if os.Getenv("PONTE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func startEnv(t *testing.T, o scenario.Options) *scenario.Env {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = logger()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	env, err := scenario.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.Close)
+	return env
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// connected places a call and waits until both sides are up.
+func connected(t *testing.T, env *scenario.Env, o wasim.CallOptions) (*wasim.Caller, *pbx.Call) {
+	t.Helper()
+	ctx := ctxT(t, 30*time.Second)
+	caller, err := env.Meta.Call(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := env.PBX.NextCall(ctx)
+	if err != nil {
+		t.Fatalf("PBX never rung: %v", err)
+	}
+	if err := caller.WaitAccepted(ctx); err != nil {
+		t.Fatalf("never accepted: %v (caller end reason %q)", err, caller.EndReason())
+	}
+	return caller, pc
+}
+
+// requests returns the Graph API requests made for one call, in order.
+func requests(env *scenario.Env, callID string) []wasim.GraphRequest {
+	var out []wasim.GraphRequest
+	for _, r := range env.Meta.Requests() {
+		if r.CallID == callID {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func actions(rs []wasim.GraphRequest) string {
+	var a []string
+	for _, r := range rs {
+		a = append(a, r.Action)
+	}
+	return strings.Join(a, ",")
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(d time.Duration, cond func() bool) bool {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if cond() {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cond()
+}
+
+func hangupAndWait(t *testing.T, env *scenario.Env, caller *wasim.Caller, pc *pbx.Call) {
+	t.Helper()
+	ctx := ctxT(t, 15*time.Second)
+	if err := caller.Hangup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-pc.Ended():
+	case <-ctx.Done():
+		t.Fatal("the PBX leg never ended after the caller hung up")
+	}
+	if err := env.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func digitString(ds []pbx.ReceivedDigit) string {
+	var b strings.Builder
+	for _, d := range ds {
+		b.WriteRune(d.Rune)
+	}
+	return b.String()
+}
+
+func callerDigitString(ds []wasim.ReceivedDigit) string {
+	var b strings.Builder
+	for _, d := range ds {
+		b.WriteRune(d.Rune)
+	}
+	return b.String()
+}
+
+// waitActions waits (briefly) for the Graph requests of a call to be want,
+// and returns what they are.
+func waitActions(env *scenario.Env, callID, want string) string {
+	var got string
+	waitFor(3*time.Second, func() bool {
+		got = actions(requests(env, callID))
+		return got == want
+	})
+	return got
+}

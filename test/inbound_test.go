@@ -1,0 +1,205 @@
+package test
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ponte-gw/ponte/sim/audio"
+	"github.com/ponte-gw/ponte/sim/pbx"
+	"github.com/ponte-gw/ponte/sim/scenario"
+	"github.com/ponte-gw/ponte/sim/wasim"
+	"github.com/ponte-gw/ponte/transcode"
+)
+
+// TestInboundAudio: for a PCMU, a PCMA and an Opus (passthrough) PBX, over 5 s
+// each end hears the other's tone in >= 98 % of 20 ms windows within ±3 dB,
+// with no gap over 40 ms; and Meta's rules hold: pre_accept then accept with
+// the identical answer SDP, nothing reached the caller before the accept
+// response, the PBX was ACKed before accept was sent, one SSRC, sequence +1,
+// timestamps tracking wall time.
+func TestInboundAudio(t *testing.T) {
+	for _, codec := range []string{"PCMU", "PCMA", "opus"} {
+		t.Run(codec, func(t *testing.T) {
+			env := startEnv(t, scenario.Options{Codecs: []string{codec}})
+			caller, pc := connected(t, env, wasim.CallOptions{From: "5511987654321", Name: "Ana", ExpectHz: 1000})
+			acc := caller.AcceptRespondedAt()
+			time.Sleep(5600 * time.Millisecond)
+			from, to := acc.Add(500*time.Millisecond), acc.Add(5500*time.Millisecond)
+
+			heard := caller.Heard().Report(from, to)
+			if heard.ToneRatio < 0.98 || heard.MaxGap > 40*time.Millisecond || heard.Windows < 240 {
+				t.Errorf("caller heard the PBX's 1000 Hz in %.1f%% of %d windows, longest gap %v", heard.ToneRatio*100, heard.Windows, heard.MaxGap)
+			}
+			got := pc.Received().Report(from, to)
+			if got.ToneRatio < 0.98 || got.MaxGap > 40*time.Millisecond || got.Windows < 240 {
+				t.Errorf("PBX heard the caller's 440 Hz in %.1f%% of %d windows, longest gap %v", got.ToneRatio*100, got.Windows, got.MaxGap)
+			}
+			if pc.Codec().Name != codec && !strings.EqualFold(pc.Codec().Name, codec) {
+				t.Errorf("negotiated %q, want %q", pc.Codec().Name, codec)
+			}
+
+			st := caller.Stream()
+			if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 || st.SeqBackwards != 0 {
+				t.Errorf("toward Meta: SSRCs %v, max sequence step %d, backwards %d", st.SSRCs, st.MaxSeqStep, st.SeqBackwards)
+			}
+			if st.MaxDriftMs > 60 {
+				t.Errorf("RTP timestamps drift %.1f ms from wall-clock time", st.MaxDriftMs)
+			}
+			if st.FirstWireRTP.Before(acc) || (!st.FirstWireRTCP.IsZero() && st.FirstWireRTCP.Before(acc)) {
+				t.Errorf("media reached the caller before the accept response: RTP at %v, RTCP at %v, accept answered at %v",
+					st.FirstWireRTP, st.FirstWireRTCP, acc)
+			}
+
+			rs := requests(env, caller.ID())
+			if len(rs) < 2 || rs[0].Action != "pre_accept" || rs[1].Action != "accept" {
+				t.Fatalf("Graph requests %q, want pre_accept,accept", actions(rs))
+			}
+			if rs[0].SDPType != "answer" || rs[1].SDPType != "answer" || rs[0].SDP != rs[1].SDP || rs[0].SDP == "" {
+				t.Errorf("pre_accept/accept SDP not identical answers (types %q %q)", rs[0].SDPType, rs[1].SDPType)
+			}
+			if !strings.HasPrefix(rs[1].BizOpaque, "pc-") {
+				t.Errorf("accept biz_opaque_callback_data %q is not ponte's call id", rs[1].BizOpaque)
+			}
+			if pc.AckedAt().IsZero() || !pc.AckedAt().Before(rs[1].ReceivedAt) {
+				t.Errorf("PBX ACKed at %v, accept sent at %v: the ACK must come first", pc.AckedAt(), rs[1].ReceivedAt)
+			}
+			hangupAndWait(t, env, caller, pc)
+			if a := actions(requests(env, caller.ID())); a != "pre_accept,accept" {
+				t.Errorf("after the user hung up ponte sent %q (the user ended the call: nothing more is owed)", a)
+			}
+			recs := env.Server.Gateway.Records()
+			if len(recs) != 1 || recs[0].Outcome != "completed" || recs[0].EndedBy != "caller" || recs[0].Codec != codec {
+				t.Errorf("record %+v", recs)
+			}
+		})
+	}
+}
+
+// TestInboundDelay measures one-way delay through ponte in both directions
+// with marker tones (transitions between two frequencies), at zero network
+// jitter: <= 80 ms including the jitter buffer and the codecs.
+func TestInboundDelay(t *testing.T) {
+	for _, codec := range []string{"PCMU", "opus"} {
+		t.Run(codec, func(t *testing.T) {
+			pbxTx := audio.NewMarkerSender(8000, wasim.MarkerF1Hz, wasim.MarkerF2Hz, transcode.AmpForDBFS(-12), wasim.MarkerPeriod)
+			pbxRx := audio.NewMarkerReceiver(8000, wasim.MarkerF1Hz, wasim.MarkerF2Hz)
+			env := startEnv(t, scenario.Options{Codecs: []string{codec}, PBX: pbx.Config{
+				Marker:  pbxTx,
+				OnAudio: func(_ *pbx.Call, pcm []int16, at time.Time) { pbxRx.Add(pcm, at) },
+			}})
+			caller, pc := connected(t, env, wasim.CallOptions{Marker: true})
+			time.Sleep(4 * time.Second)
+			caller.HeardMarkers().Attach(pbxTx)
+			pbxRx.Attach(caller.MarkerSender())
+			for _, m := range []struct {
+				dir string
+				d   []time.Duration
+			}{{"PBX->caller", caller.HeardMarkers().Delays()}, {"caller->PBX", pbxRx.Delays()}} {
+				if len(m.d) < 4 {
+					t.Fatalf("%s: only %d marker transitions measured", m.dir, len(m.d))
+				}
+				lo, mean, hi := audio.DelayStats(m.d[1:]) // the first PBX transition may sit in the accept-wait buffer
+				t.Logf("%s one-way delay through ponte: min %v mean %v max %v (%d transitions)", m.dir, lo, mean, hi, len(m.d)-1)
+				if hi > 80*time.Millisecond || lo < 0 {
+					t.Errorf("%s delay min %v max %v, want within 0..80 ms", m.dir, lo, hi)
+				}
+			}
+			hangupAndWait(t, env, caller, pc)
+		})
+	}
+}
+
+// TestInboundDTMF: 1123##00 both ways, each digit once and in order with its
+// duration kept (±20 ms); toward the caller on PT 126, toward the PBX on the
+// PBX's own PT (101, then 96); and with every End packet lost.
+func TestInboundDTMF(t *testing.T) {
+	const digits = "1123##00"
+	checkDur := func(t *testing.T, who string, d time.Duration) {
+		if math.Abs(float64(d-100*time.Millisecond)) > float64(20*time.Millisecond) {
+			t.Errorf("%s: digit duration %v, want 100 ms ±20 ms", who, d)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		pbxPT   uint8
+		dropEnd bool
+	}{{"pt101", 101, false}, {"pt96", 96, false}, {"caller-ends-lost", 101, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := startEnv(t, scenario.Options{PBX: pbx.Config{DTMFPT: tc.pbxPT}})
+			caller, pc := connected(t, env, wasim.CallOptions{ExpectHz: 1000, DTMFDropEnd: tc.dropEnd})
+			ctx := ctxT(t, 20*time.Second)
+			caller.SendDTMF(digits, 100*time.Millisecond, 100*time.Millisecond)
+			if err := caller.WaitDTMF(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(2*time.Second, func() bool { return len(pc.Digits()) >= len(digits) })
+			time.Sleep(300 * time.Millisecond) // a duplicate would show up here
+			if got := digitString(pc.Digits()); got != digits {
+				t.Errorf("PBX got %q, want %q", got, digits)
+			}
+			for _, d := range pc.Digits() {
+				checkDur(t, "caller->PBX", d.Duration)
+				if d.PT != tc.pbxPT {
+					t.Errorf("caller->PBX digit on PT %d, want the PBX's %d", d.PT, tc.pbxPT)
+				}
+			}
+			if !tc.dropEnd {
+				pc.SendDTMF(digits, 100*time.Millisecond, 100*time.Millisecond)
+				waitFor(2*time.Second, func() bool { return len(caller.Digits()) >= len(digits) })
+				time.Sleep(300 * time.Millisecond)
+				if got := callerDigitString(caller.Digits()); got != digits {
+					t.Errorf("caller got %q, want %q", got, digits)
+				}
+				for _, d := range caller.Digits() {
+					checkDur(t, "PBX->caller", d.Duration)
+					if d.PT != 126 {
+						t.Errorf("PBX->caller digit on PT %d, want 126", d.PT)
+					}
+				}
+			}
+			hangupAndWait(t, env, caller, pc)
+		})
+	}
+}
+
+// TestInboundPBXSSRCChange: the PBX restarts its stream (new SSRC, sequence
+// and timestamp bases); toward Meta nothing changes: one SSRC, sequence +1,
+// timestamps on wall time, and the tone goes on.
+func TestInboundPBXSSRCChange(t *testing.T) {
+	env := startEnv(t, scenario.Options{PBX: pbx.Config{ChangeSSRCAfter: 2 * time.Second}})
+	caller, pc := connected(t, env, wasim.CallOptions{ExpectHz: 1000})
+	acc := caller.AcceptRespondedAt()
+	time.Sleep(4500 * time.Millisecond)
+	st := caller.Stream()
+	if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 || st.SeqBackwards != 0 || st.MaxDriftMs > 60 {
+		t.Errorf("toward Meta across a PBX SSRC change: SSRCs %v, max step %d, backwards %d, drift %.1f ms",
+			st.SSRCs, st.MaxSeqStep, st.SeqBackwards, st.MaxDriftMs)
+	}
+	if r := caller.Heard().Report(acc.Add(500*time.Millisecond), acc.Add(4400*time.Millisecond)); r.ToneRatio < 0.97 || r.MaxGap > 60*time.Millisecond {
+		t.Errorf("tone across the SSRC change: %.1f%%, longest gap %v", r.ToneRatio*100, r.MaxGap)
+	}
+	hangupAndWait(t, env, caller, pc)
+}
+
+// TestInboundPBXSilentKeepsMetaFed: a PBX that sends nothing for 35 s;
+// ponte still sends >= 45 packets/s and Meta's no-media timers never fire.
+func TestInboundPBXSilentKeepsMetaFed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("35 s test; run without -short")
+	}
+	env := startEnv(t, scenario.Options{PBX: pbx.Config{Silent: true}})
+	caller, pc := connected(t, env, wasim.CallOptions{})
+	time.Sleep(35 * time.Second)
+	select {
+	case <-caller.Ended():
+		t.Fatalf("Meta ended the call: %s", caller.EndReason())
+	default:
+	}
+	st := caller.Stream()
+	if st.MinPPS < 45 || len(st.PPS) < 34 {
+		t.Errorf("packets per second toward Meta: min %d over %d windows", st.MinPPS, len(st.PPS))
+	}
+	hangupAndWait(t, env, caller, pc)
+}
