@@ -37,6 +37,11 @@ const (
 
 	maxDepthFrames = 3                // adaptive playout depth cap: 60 ms
 	depthDecay     = 10 * time.Second // calm time before the depth steps back down
+
+	// spareFirstWords: after a stream opens, only silent frames are dropped to
+	// win back a backlog, so the callee's "Hello, sales..." held during the
+	// accept wait reaches the caller whole.
+	spareFirstWords = time.Second
 )
 
 // mediaParams is what the bridge needs to know about the two sides.

@@ -53,6 +53,7 @@ type direction struct {
 	hadAudio  bool
 	underrun  int
 	compressN uint32
+	now       time.Time // of the current tick
 
 	pcm []int16
 	buf []byte
@@ -131,6 +132,7 @@ func (d *direction) tick(now time.Time) {
 	if !d.open {
 		return
 	}
+	d.now = now
 	due := uint32(now.Sub(d.start)/frameDur) + 1
 	for n := 0; d.slots < due && n < maxCatch; n++ {
 		d.emit(now)
@@ -262,6 +264,9 @@ func (d *direction) nextAudio() []byte {
 func (d *direction) shouldCompress(isSilent bool) bool {
 	if !d.winBack || d.jb.Len() <= d.target {
 		return false
+	}
+	if !isSilent && d.now.Sub(d.start) < spareFirstWords {
+		return false // the callee's first words after the accept wait are played whole
 	}
 	d.compressN++
 	if isSilent || d.compressN%4 == 0 {

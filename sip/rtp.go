@@ -106,7 +106,6 @@ func (r *rxState) lost() int64 {
 type RTPSession struct {
 	conn, rtcpConn *net.UDPConn
 	local          netip.AddrPort
-	log            interface{ Debug(string, ...any) }
 	cname          string
 	interval       time.Duration
 	start          time.Time
@@ -145,7 +144,6 @@ func (u *UA) NewRTPSession() (*RTPSession, error) {
 		conn:      conn,
 		rtcpConn:  rtcpConn,
 		local:     conn.LocalAddr().(*net.UDPAddr).AddrPort(),
-		log:       u.log,
 		cname:     fmt.Sprintf("ponte-%08x@%s", rand.Uint32(), u.rtpHost),
 		interval:  u.cfg.RTCPInterval,
 		start:     time.Now(),

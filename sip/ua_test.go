@@ -294,3 +294,135 @@ func TestDialErrors(t *testing.T) {
 		t.Fatalf("dial before Start: %v", err)
 	}
 }
+
+// TestCancelBeforeProvisional: RFC 3261 §9.1 forbids a CANCEL before any
+// provisional response; it goes out as soon as the first 1xx arrives.
+func TestCancelBeforeProvisional(t *testing.T) {
+	u := newUA(t)
+	w := newWire(t, nil)
+	trunk := &sip.Trunk{Address: fmt.Sprintf("127.0.0.1:%d", w.port())}
+	d, err := u.Dial(context.Background(), sip.DialRequest{Trunk: trunk, Target: "1000", Media: newRTP(t, u)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, src := w.recv(3*time.Second, isReq("INVITE"))
+	inv := m.(*sipgo.Request)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if _, err := d.WaitAnswer(ctx); !errors.Is(err, sip.ErrCanceled) || time.Since(start) > time.Second {
+		t.Fatalf("WaitAnswer: %v after %v", err, time.Since(start))
+	}
+	// Only INVITE retransmissions may arrive now, no CANCEL.
+	w.conn.SetReadDeadline(time.Now().Add(700 * time.Millisecond))
+	buf := make([]byte, 65535)
+	for {
+		n, _, err := w.conn.ReadFromUDP(buf)
+		if err != nil {
+			break
+		}
+		if strings.HasPrefix(string(buf[:n]), "CANCEL") {
+			t.Fatal("CANCEL sent before any provisional response")
+		}
+	}
+	w.send(response(inv, 100, "Trying"), src)
+	m, _ = w.recv(3*time.Second, isReq("CANCEL"))
+	w.send(response(m.(*sipgo.Request), 200, "OK"), src)
+	w.send(response(inv, 487, "Request Terminated"), src)
+	w.recv(3*time.Second, isReq("ACK")) // transaction-level ACK of the 487
+	select {
+	case <-d.Done():
+	case <-time.After(3 * time.Second):
+		t.Fatal("dialog not done after 487")
+	}
+	if !errors.Is(d.Err(), sip.ErrCanceled) {
+		t.Fatalf("Err %v", d.Err())
+	}
+}
+
+// TestNoResponseTimeout: silence from the trunk ends in ErrTimeout (Timer B),
+// here with shortened RFC 3261 timers.
+func TestNoResponseTimeout(t *testing.T) {
+	sipgo.SetTimers(10*time.Millisecond, 40*time.Millisecond, 50*time.Millisecond)
+	t.Cleanup(func() { sipgo.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	u := newUA(t)
+	w := newWire(t, nil)
+	trunk := &sip.Trunk{Address: fmt.Sprintf("127.0.0.1:%d", w.port())}
+	d, err := u.Dial(context.Background(), sip.DialRequest{Trunk: trunk, Target: "1000", Media: newRTP(t, u)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := d.WaitAnswer(ctx); !errors.Is(err, sip.ErrTimeout) {
+		t.Fatalf("WaitAnswer: %v", err)
+	}
+}
+
+// TestReinviteAbsorbed: a PBX re-INVITE (hold, new media port) is answered
+// locally with the codec in use, the mirrored direction and a bumped o=
+// version, and RTP follows the new address.
+func TestReinviteAbsorbed(t *testing.T) {
+	u := newUA(t)
+	w := newWire(t, nil)
+	media := newRTP(t, u)
+	trunk := &sip.Trunk{Address: fmt.Sprintf("127.0.0.1:%d", w.port()), Codecs: []string{"PCMA", "PCMU"}}
+	d, err := u.Dial(context.Background(), sip.DialRequest{Trunk: trunk, Target: "1000", FromUser: "caller", Media: media})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, src := w.recv(3*time.Second, isReq("INVITE"))
+	inv := m.(*sipgo.Request)
+	w.send(answerOK(inv, w.port(), 40010), src)
+	w.recv(3*time.Second, isReq("ACK"))
+	if _, err := d.WaitAnswer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sdp := "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40020 RTP/AVP 0 8\r\na=sendonly\r\n"
+	reinv := fmt.Sprintf("INVITE sip:caller@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK-reinv\nFrom: %s;tag=uas1\nTo: %s\nCall-ID: %s\nCSeq: 20 INVITE\nContact: <sip:uas@127.0.0.1:%d>\nContent-Type: application/sdp\nContent-Length: %d\n\n",
+		w.port(), strings.TrimPrefix(inv.To().String(), "To: "), strings.TrimPrefix(inv.From().String(), "From: "), d.CallID(), w.port(), len(sdp))
+	w.send(strings.Replace(reinv, "\n\n", "\n\n"+strings.ReplaceAll(sdp, "\r\n", "\n"), 1), udpAddr(u))
+	m, _ = w.recv(3*time.Second, func(m sipgo.Message) bool {
+		r, ok := m.(*sipgo.Response)
+		return ok && r.StatusCode >= 200
+	})
+	res := m.(*sipgo.Response)
+	if res.StatusCode != 200 {
+		t.Fatalf("re-INVITE answered %d", res.StatusCode)
+	}
+	ans, err := sip.ParseSDP(res.Body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ans.Codecs) != 1 || ans.Codecs[0].Name != "PCMU" || ans.Direction != "recvonly" || ans.Addr != media.LocalAddr() {
+		t.Fatalf("re-INVITE answer %+v", ans)
+	}
+	if !strings.Contains(string(res.Body()), fmt.Sprintf("o=ponte %d %d ", sessID(t, inv.Body()), sessID(t, inv.Body())+1)) {
+		t.Fatalf("o= version not bumped:\n%s", res.Body())
+	}
+	if media.Remote().Port() != 40020 {
+		t.Fatalf("remote %v, want port 40020", media.Remote())
+	}
+	byeErr := make(chan error, 1)
+	go func() { byeErr <- d.Bye(context.Background(), sip.Reason{Protocol: "SIP", Cause: 200}) }()
+	m, _ = w.recv(3*time.Second, isReq("BYE"))
+	bye := m.(*sipgo.Request)
+	if h := bye.GetHeader("Reason"); h == nil || h.Value() != "SIP;cause=200" || bye.CSeq().SeqNo <= inv.CSeq().SeqNo {
+		t.Fatalf("BYE %s", bye.String())
+	}
+	w.send(response(bye, 200, "OK"), src)
+	if err := <-byeErr; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sessID(t *testing.T, sdp []byte) uint64 {
+	t.Helper()
+	var id uint64
+	for _, l := range strings.Split(string(sdp), "\r\n") {
+		if strings.HasPrefix(l, "o=") {
+			fmt.Sscanf(strings.Fields(l)[1], "%d", &id)
+		}
+	}
+	return id
+}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ponte-gw/ponte/sim/audio"
 	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sim/scenario"
 	"github.com/ponte-gw/ponte/sim/wasim"
@@ -160,9 +161,10 @@ func TestInboundCallerHangupAnsweredByes(t *testing.T) {
 func TestInboundEarlyMedia(t *testing.T) {
 	for _, mode := range []string{"ignore", "answer"} {
 		t.Run(mode, func(t *testing.T) {
-			env := startEnv(t, scenario.Options{EarlyMedia: mode, PBX: pbx.Config{EarlyMedia: true, AnswerDelay: 3 * time.Second}})
+			env := startEnv(t, scenario.Options{EarlyMedia: mode, PBX: pbx.Config{EarlyMedia: true, EarlyToneHz: 1500, AnswerDelay: 3 * time.Second}})
 			ctx := ctxT(t, 20*time.Second)
-			caller, err := env.Meta.Call(ctx, wasim.CallOptions{ExpectHz: 1000})
+			early := audio.NewAnalyzer(8000, 1500, -12)
+			caller, err := env.Meta.Call(ctx, wasim.CallOptions{ExpectHz: 1000, OnAudio: early.Add})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -181,7 +183,7 @@ func TestInboundEarlyMedia(t *testing.T) {
 			}
 			acc := caller.AcceptRespondedAt()
 			first := caller.Stream().FirstWireRTP
-			heardEarly := caller.Heard().Report(acc, answered)
+			heardEarly := early.Report(acc.Add(-time.Minute), time.Now())
 			switch mode {
 			case "ignore":
 				if acc.Before(answered) {
@@ -189,6 +191,12 @@ func TestInboundEarlyMedia(t *testing.T) {
 				}
 				if !first.After(answered) {
 					t.Errorf("caller got media at %v, before the PBX's 200 at %v", first, answered)
+				}
+				if heardEarly.ToneWindows > 0 {
+					t.Errorf("caller heard %d windows of the PBX's early media (1500 Hz)", heardEarly.ToneWindows)
+				}
+				if r := caller.Heard().Report(answered.Add(500*time.Millisecond), answered.Add(time.Second)); r.ToneRatio < 0.9 {
+					t.Errorf("after the 200 the caller heard the PBX in %.0f%% of windows", r.ToneRatio*100)
 				}
 			case "answer":
 				if !acc.Before(answered.Add(-time.Second)) {
@@ -198,6 +206,29 @@ func TestInboundEarlyMedia(t *testing.T) {
 					t.Errorf("caller heard %d tone windows of early media, want the PBX's announcement", heardEarly.ToneWindows)
 				}
 			}
+			hangupAndWait(t, env, caller, pc)
+		})
+	}
+}
+
+// TestInboundFirstWordsReachCaller: the PBX answers at once and says
+// "hello" (a 1500 Hz greeting for 400 ms) while accept is still in flight;
+// the caller hears all of it, then the PBX's 1000 Hz.
+func TestInboundFirstWordsReachCaller(t *testing.T) {
+	for _, codec := range []string{"PCMU", "opus"} {
+		t.Run(codec, func(t *testing.T) {
+			env := startEnv(t, scenario.Options{Codecs: []string{codec}, PBX: pbx.Config{GreetingHz: 1500, GreetingDur: 400 * time.Millisecond}})
+			greeting := audio.NewAnalyzer(8000, 1500, -12)
+			caller, pc := connected(t, env, wasim.CallOptions{ExpectHz: 1000, OnAudio: greeting.Add})
+			time.Sleep(2 * time.Second)
+			wait := caller.AcceptRespondedAt().Sub(pc.AnsweredAt())
+			r := greeting.Report(time.Now().Add(-time.Minute), time.Now())
+			// 400 ms of greeting is 19-20 of the PBX's ticks; one window at the
+			// end mixes greeting and tone.
+			if r.ToneWindows < 18 {
+				t.Errorf("caller heard %d of the 20 greeting frames (accept came %v after the PBX's 200)", r.ToneWindows, wait)
+			}
+			t.Logf("accept answered %v after the PBX's 200; greeting frames heard: %d", wait, r.ToneWindows)
 			hangupAndWait(t, env, caller, pc)
 		})
 	}

@@ -18,6 +18,8 @@ const frameDur = 20 * time.Millisecond
 func (c *Call) sendLoop() {
 	cfg := c.p.cfg
 	gen := transcode.NewToneGen(cfg.ToneHz, 8000, transcode.AmpForDBFS(cfg.ToneDBFS))
+	earlyGen := transcode.NewToneGen(cfg.EarlyToneHz, 8000, transcode.AmpForDBFS(cfg.ToneDBFS))
+	greetGen := transcode.NewToneGen(cfg.GreetingHz, 8000, transcode.AmpForDBFS(cfg.ToneDBFS))
 	pcm := make([]int16, 160)
 	payload := make([]byte, 1500)
 	pkt := make([]byte, 1500)
@@ -80,9 +82,15 @@ func (c *Call) sendLoop() {
 				}
 			}
 		} else {
-			if cfg.Marker != nil {
+			answered := c.AnsweredAt()
+			switch {
+			case cfg.Marker != nil:
 				cfg.Marker.Fill(pcm, now)
-			} else {
+			case cfg.EarlyToneHz > 0 && answered.IsZero():
+				earlyGen.Fill(pcm) // early media (183) has its own tone, so tests can tell it apart
+			case cfg.GreetingHz > 0 && !answered.IsZero() && now.Sub(answered) < cfg.GreetingDur:
+				greetGen.Fill(pcm) // the callee's first words after the 200
+			default:
 				gen.Fill(pcm)
 			}
 			var err error

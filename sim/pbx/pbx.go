@@ -26,8 +26,9 @@ import (
 	psip "github.com/ponte-gw/ponte/sip"
 )
 
-// Auth holds the digest credentials the simulator demands.
-type Auth struct{ Username, Password string }
+// Auth holds the digest credentials the simulator demands. It is an alias so
+// that Config.Auth also accepts &struct{ Username, Password string }{...}.
+type Auth = struct{ Username, Password string }
 
 // Config configures the simulator.
 type Config struct {
@@ -40,6 +41,9 @@ type Config struct {
 	NoProvisional   bool          // no 180/183 (sipgo's transaction layer still sends 100 Trying after 200 ms, RFC 3261 §17.2.1)
 	ToneHz          float64       // tone it plays (default 1000)
 	ToneDBFS        float64       // tone level (default -12)
+	EarlyToneHz     float64       // tone during early media (183), if set; else ToneHz
+	GreetingHz      float64       // tone for the first GreetingDur after the 200 (the callee's "hello"), if set
+	GreetingDur     time.Duration
 	Marker          *audio.MarkerSender
 	Silent          bool                                     // send no RTP at all
 	SilentAfter     time.Duration                            // stop sending RTP after this long (0 = never)
