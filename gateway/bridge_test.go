@@ -168,14 +168,6 @@ func TestBridgeTranscodesBothWaysAndKeepsOneStream(t *testing.T) {
 			if len(toMeta) < 100 || len(pbx.packets()) < 100 {
 				t.Fatalf("too few packets: %d toward Meta, %d toward the PBX", len(toMeta), len(pbx.packets()))
 			}
-			// The first 25 frames are not counted: the encoders start there.
-			// 3 s with one source switch: at most 3 frames around the switch may miss.
-			if r := toneRatio(t, toMeta, 25, "opus", metaPT, 1000); r < 0.97 {
-				t.Errorf("Meta heard the PBX tone in %.1f%% of frames", r*100)
-			}
-			if r := toneRatio(t, pbx.packets(), 25, codec, pt, 440); r < 0.98 {
-				t.Errorf("the PBX heard the caller tone in %.1f%% of frames", r*100)
-			}
 			// One SSRC, seq +1, timestamps following wall-clock time, across
 			// the PBX's SSRC change at 1.5 s.
 			first := toMeta[0]
@@ -186,9 +178,20 @@ func TestBridgeTranscodesBothWaysAndKeepsOneStream(t *testing.T) {
 				}
 				media := time.Duration(q.h.Timestamp-first.h.Timestamp) * time.Second / 48000
 				wall := q.at.Sub(first.at)
-				if d := media - wall; d > 40*time.Millisecond || d < -40*time.Millisecond {
+				if d := media - wall; !raceEnabled && (d > 40*time.Millisecond || d < -40*time.Millisecond) {
 					t.Fatalf("packet %d: media time %v vs wall time %v", i, media, wall)
 				}
+			}
+			if raceEnabled {
+				return // real-time quality is checked in the non-race pass
+			}
+			// The first 25 frames are not counted: the encoders start there.
+			// 3 s with one source switch: at most 3 frames around the switch may miss.
+			if r := toneRatio(t, toMeta, 25, "opus", metaPT, 1000); r < 0.97 {
+				t.Errorf("Meta heard the PBX tone in %.1f%% of frames", r*100)
+			}
+			if r := toneRatio(t, pbx.packets(), 25, codec, pt, 440); r < 0.98 {
+				t.Errorf("the PBX heard the caller tone in %.1f%% of frames", r*100)
 			}
 			if got := float64(len(toMeta)) / 3.0; got < 45 {
 				t.Errorf("%.1f packets/s toward Meta", got)

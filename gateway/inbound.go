@@ -11,6 +11,7 @@ import (
 
 	"github.com/ponte-gw/ponte/config"
 	"github.com/ponte-gw/ponte/sip"
+	"github.com/ponte-gw/ponte/webrtc"
 	"github.com/ponte-gw/ponte/whatsapp"
 )
 
@@ -146,6 +147,14 @@ func (c *call) connect() error {
 	// terminate webhook arrives; wait briefly for it so the record and the
 	// Reason toward the PBX say "caller hung up", not "media failed".
 	go func() {
+		// ICE+DTLS must complete within media.connect_timeout of the answer,
+		// even while the PBX is still ringing: otherwise CANCEL and reject.
+		if err := leg.WaitConnected(c.ctx); err != nil {
+			if c.ctx.Err() == nil && !errors.Is(err, webrtc.ErrFailed) {
+				c.end(fmt.Errorf("%w: %v", ErrMediaConnect, err))
+				return
+			}
+		}
 		select {
 		case <-leg.Done():
 		case <-c.ctx.Done():

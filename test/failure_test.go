@@ -233,3 +233,29 @@ func TestInboundFirstWordsReachCaller(t *testing.T) {
 		})
 	}
 }
+
+// TestInboundICENeverCompletes: the offer points at a relay that never
+// answers ICE. Within media.connect_timeout ponte gives up even though the
+// PBX is still ringing: CANCEL toward the PBX, reject toward Meta.
+func TestInboundICENeverCompletes(t *testing.T) {
+	env := startEnv(t, scenario.Options{ConnectTimeout: 3 * time.Second, PBX: pbx.Config{AnswerDelay: 20 * time.Second}})
+	ctx := ctxT(t, 20*time.Second)
+	caller, err := env.Meta.Call(ctx, wasim.CallOptions{DeadMedia: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc2, err := env.PBX.NextCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if by := pbxEnded(t, pc2, 10*time.Second); by != "cancel" {
+		t.Errorf("PBX leg ended by %q, want cancel", by)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("gave up after %v, want about the 3 s connect timeout", el)
+	}
+	if a := waitActions(env, caller.ID(), "pre_accept,reject"); a != "pre_accept,reject" {
+		t.Errorf("Graph requests %q, want pre_accept,reject", a)
+	}
+}

@@ -40,6 +40,8 @@ type Options struct {
 	AcceptDeadline, RingTimeout time.Duration
 	// MetaAcceptWindow, NoMediaStart, NoMediaMid override the simulator's timers.
 	MetaAcceptWindow time.Duration
+	// ConnectTimeout bounds ICE+DTLS with the caller (default 10 s).
+	ConnectTimeout time.Duration
 	// ConnectStaleAfter gates stale connect webhooks (default 60 s).
 	ConnectStaleAfter time.Duration
 	// TargetUser is the user part of the target URI (default "agent"; "-"
@@ -126,7 +128,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 			RequestTimeout:    config.Duration(3 * time.Second),
 			Numbers:           []config.Number{{PhoneNumberID: PhoneNumberID, DisplayPhoneNumber: DisplayNumber, InboundRoute: "support"}},
 		},
-		Media: config.Media{BindIP: "127.0.0.1", WebRTCUDPPort: rtcPort, RTPIP: "127.0.0.1", RTPPorts: "40000-49999", ConnectTimeout: config.Duration(10 * time.Second)},
+		Media: config.Media{BindIP: "127.0.0.1", WebRTCUDPPort: rtcPort, RTPIP: "127.0.0.1", RTPPorts: "40000-49999", ConnectTimeout: config.Duration(or(o.ConnectTimeout, 10*time.Second))},
 		SIP: config.SIP{
 			Listen: []string{"udp:127.0.0.1:0"},
 			Trunks: []config.Trunk{{Name: "pbx", Address: pbxAddr, Transport: "udp", Codecs: o.Codecs, EarlyMedia: o.EarlyMedia}},

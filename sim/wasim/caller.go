@@ -34,6 +34,9 @@ type CallOptions struct {
 	ExpectHz, ExpectDBFS float64
 	// DTMFDropEnd drops every End packet of the caller's DTMF events (loss impairment).
 	DTMFDropEnd bool
+	// DeadMedia: the caller's relay never answers ICE (the answer is accepted by
+	// the Graph API but never applied), so the gateway's ICE/DTLS cannot complete.
+	DeadMedia bool
 	// OnAudio sees every decoded 8 kHz frame the caller hears, with its arrival time.
 	OnAudio func(pcm []int16, at time.Time)
 }
@@ -392,6 +395,11 @@ func (c *Caller) endAfterResponse(reason string) func() {
 
 // applyAnswer gives the gateway's answer to the caller's peer; c.mu is held.
 func (c *Caller) applyAnswer(answer string) error {
+	if c.opts.DeadMedia {
+		// The relay never answers ICE: keep the call state, never start the peer.
+		c.answerSDP = answer
+		return nil
+	}
 	if err := c.pc.SetRemoteDescription(pwebrtc.SessionDescription{Type: pwebrtc.SDPTypeAnswer, SDP: answer}); err != nil {
 		return err
 	}
