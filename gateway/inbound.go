@@ -350,6 +350,10 @@ func (c *call) finish(err error) {
 	switch {
 	case errors.Is(err, ErrCallerHangup):
 		action, c.rec.EndedBy = metaNone, "caller"
+		if c.rec.MetaStatus == "FAILED" {
+			// Meta ended it (accept window, media timeouts 138021/138022, ...).
+			c.rec.Outcome, c.rec.EndedBy = "meta_failed", "meta"
+		}
 	case c.accepted:
 		action = metaTerminate
 		c.rec.EndedBy = "ponte"
