@@ -350,8 +350,9 @@ func (c *call) finish(err error) {
 	switch {
 	case errors.Is(err, ErrCallerHangup):
 		action, c.rec.EndedBy = metaNone, "caller"
-		if c.rec.MetaStatus == "FAILED" {
-			// Meta ended it (accept window, media timeouts 138021/138022, ...).
+		if c.rec.MetaStatus == "FAILED" && len(c.rec.MetaErrors) > 0 {
+			// Meta ended it with a reason (media timeouts 138021/138022, ...);
+			// FAILED without errors is an unanswered call the user gave up on.
 			c.rec.Outcome, c.rec.EndedBy = "meta_failed", "meta"
 		}
 	case c.accepted:
