@@ -387,6 +387,8 @@ func (c *Config) validate() []problem {
 		if t.Transport != "udp" && t.Transport != "tcp" {
 			add(p+".transport", "%q is not one of udp, tcp", t.Transport)
 		}
+		// Normalise a copy: the slice may be shared with whoever built the config.
+		c.SIP.Trunks[i].Codecs = append([]string(nil), t.Codecs...)
 		for j, cd := range t.Codecs {
 			canon, ok := knownCodecs[strings.ToLower(cd)]
 			if !ok {

@@ -65,6 +65,7 @@ type direction struct {
 // DirStats counts what one direction did.
 type DirStats struct {
 	In, Out, Events, Concealed, Silence, WonBack, Discarded uint64
+	EventsIn                                                uint64 // telephone-event packets received
 	Digits                                                  uint64
 	SSRCChanges                                             uint64
 	Jitter                                                  transcode.JitterStats
@@ -107,6 +108,10 @@ func (d *direction) receive(p *rtp.Packet, now time.Time) {
 	d.st.In++
 	switch {
 	case d.inDTMFPT >= 0 && int(p.PayloadType) == d.inDTMFPT:
+		// Events share the audio's sequence numbers (RFC 4733 §2.1): the
+		// jitter buffer sees them as gaps, so they are counted here and taken
+		// off its loss figure.
+		d.st.EventsIn++
 		if ev, err := transcode.ParseEvent(p.Payload); err == nil {
 			d.relay.Push(p.Timestamp, ev, now)
 		}
@@ -181,10 +186,18 @@ func (d *direction) adapt(now time.Time) {
 	}
 }
 
-// popAudio consumes one frame's worth of audio without playing it.
+// popAudio consumes one frame's worth of audio without playing it (audio is
+// muted while an event is relayed). When transcoding, the frame is still
+// decoded: an Opus decoder that skips a packet its encoder produced falls out
+// of step and distorts the next few hundred milliseconds.
 func (d *direction) popAudio() {
-	if _, _, st := d.jb.Pop(); st == transcode.PopOK {
-		d.st.Discarded++
+	payload, _, st := d.jb.Pop()
+	if st != transcode.PopOK {
+		return
+	}
+	d.st.Discarded++
+	if d.dec != nil {
+		_, _ = d.dec.Decode(payload, d.pcm)
 	}
 }
 
@@ -297,6 +310,7 @@ func (d *direction) snapshot() DirStats {
 	s := d.st
 	s.Digits = d.relay.emitted
 	s.Jitter = d.jb.Stats()
+	s.Jitter.Lost -= min(s.Jitter.Lost, s.EventsIn)
 	return s
 }
 
