@@ -36,6 +36,7 @@ const (
 	relayEnd  = 250 * time.Millisecond
 
 	maxDepthFrames = 3                // adaptive playout depth cap: 60 ms
+	holdSlots      = 3                // how long playout waits for a late packet: 60 ms
 	depthDecay     = 10 * time.Second // calm time before the depth steps back down
 
 	// spareFirstWords: after a stream opens, only silent frames are dropped to
@@ -147,6 +148,9 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 			})
 		}
 	}
+	if pass && err == nil {
+		toMeta.probe, err = transcode.NewDecoder("opus", pcmRate)
+	}
 	toMeta.accepting = err == nil
 	toMeta.mu.Unlock()
 	if err != nil {
@@ -169,6 +173,11 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 			toPBX.enc, err = transcode.NewEncoder(m.Codec, pcmRate, transcode.EncoderOptions{})
 		}
 		if err != nil {
+			return err
+		}
+	}
+	if pass {
+		if toPBX.probe, err = transcode.NewDecoder("opus", pcmRate); err != nil {
 			return err
 		}
 	}
@@ -215,6 +224,9 @@ func (b *Bridge) readLoop(ctx context.Context, leg rtpLeg, d *direction) {
 		now := time.Now()
 		d.mu.Lock()
 		d.receive(&p, now)
+		if d.holding {
+			d.tickLocked(now)
+		}
 		d.mu.Unlock()
 	}
 }

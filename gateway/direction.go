@@ -44,6 +44,7 @@ type direction struct {
 	outDTMFPT uint8
 	hasDTMF   bool
 	dec       transcode.Decoder // nil: passthrough
+	probe     transcode.Decoder // passthrough only: tells silence while winning back a backlog
 	enc       transcode.Encoder
 	silence   []byte
 	winBack   bool
@@ -53,6 +54,7 @@ type direction struct {
 	hadAudio  bool
 	underrun  int
 	compressN uint32
+	holding   bool      // playout is waiting for a late packet
 	now       time.Time // of the current tick
 
 	pcm []int16
@@ -134,12 +136,22 @@ func (d *direction) openAt(now time.Time) {
 func (d *direction) tick(now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.tickLocked(now)
+}
+
+// tickLocked is tick with mu held. The reader calls it too when a packet
+// arrives while playout is holding for it, so a late packet leaves at once
+// rather than on the next 20 ms tick.
+func (d *direction) tickLocked(now time.Time) {
 	if !d.open {
 		return
 	}
 	d.now = now
 	due := uint32(now.Sub(d.start)/frameDur) + 1
 	for n := 0; d.slots < due && n < maxCatch; n++ {
+		if d.holding = d.holdForLate(due); d.holding {
+			break
+		}
 		d.emit(now)
 		d.slots++
 	}
@@ -167,6 +179,16 @@ func (d *direction) emit(now time.Time) {
 		return // a short underrun in passthrough: leave the slot empty, the receiver conceals it
 	}
 	d.write(d.outPT, ts, d.st.Out == 0, payload)
+}
+
+// holdForLate reports whether to wait for the packet of this slot instead of
+// concealing or skipping it: when a playing source's packet is merely late
+// (two 20 ms clocks drifting in phase, a scheduling hiccup), waiting up to
+// holdSlots keeps the audio whole. The slot keeps its timestamp, so the
+// stream stays on wall-clock time; the packet just leaves a little later.
+// Beyond holdSlots it is a real gap: conceal, then silence.
+func (d *direction) holdForLate(due uint32) bool {
+	return d.hadAudio && d.underrun == 0 && !d.relay.Active() && d.jb.Len() == 0 && due-d.slots <= holdSlots
 }
 
 // adapt moves the playout depth: one frame deeper after an underrun of a
@@ -210,7 +232,11 @@ func (d *direction) nextAudio() []byte {
 		if d.dec == nil { // passthrough: Opus on both sides
 			if st == transcode.PopOK {
 				d.hadAudio, d.underrun = true, 0
-				if skip < 3 && d.shouldCompress(false) {
+				// Only silence may be dropped here: skipping an Opus packet
+				// the receiver's decoder expects distorts the next few
+				// hundred milliseconds. The probe decoder runs only while
+				// there is a backlog to win back.
+				if skip < 3 && d.backlog() && d.probeSilent(payload) && d.shouldCompress(true) {
 					continue
 				}
 				n := copy(d.buf, payload)
@@ -270,12 +296,24 @@ func (d *direction) nextAudio() []byte {
 	}
 }
 
+// backlog reports whether more is buffered than the playout depth needs.
+func (d *direction) backlog() bool { return d.winBack && d.jb.Len() > d.target }
+
+// probeSilent decodes a passthrough packet only to measure its level.
+func (d *direction) probeSilent(payload []byte) bool {
+	if d.probe == nil {
+		return false
+	}
+	n, err := d.probe.Decode(payload, d.pcm)
+	return err == nil && n > 0 && silent(d.pcm[:n])
+}
+
 // shouldCompress decides whether to drop the frame just popped, to win back
 // the delay that built up while accept was in flight: silent frames go first;
 // when the audio never pauses (music, a tone, a talkative callee), one frame in
 // four goes, so a 200 ms backlog is gone in under a second.
 func (d *direction) shouldCompress(isSilent bool) bool {
-	if !d.winBack || d.jb.Len() <= d.target {
+	if !d.backlog() {
 		return false
 	}
 	if !isSilent && d.now.Sub(d.start) < spareFirstWords {

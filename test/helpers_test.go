@@ -4,6 +4,7 @@ package test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -133,4 +134,30 @@ func waitActions(env *scenario.Env, callID, want string) string {
 		return got == want
 	})
 	return got
+}
+
+// listen checks real-time audio over consecutive windows of length d, the
+// first starting at start. A failed window is measured again only when the
+// stall watcher saw this process starved of CPU (>= stallLimit) during it,
+// at most 3 windows; a failure without a stall fails at once. The
+// thresholds never change.
+func listen(t *testing.T, w *stallWatch, start time.Time, d time.Duration, check func(from, to time.Time) string) {
+	t.Helper()
+	var fails []string
+	for i := 0; i < 3; i++ {
+		from := start.Add(time.Duration(i) * d)
+		to := from.Add(d)
+		time.Sleep(time.Until(to.Add(100 * time.Millisecond)))
+		msg := check(from, to)
+		if msg == "" {
+			return
+		}
+		stalled := w.worst(from.Add(-100*time.Millisecond), to)
+		fails = append(fails, fmt.Sprintf("%s (CPU stall %v)", msg, stalled))
+		if stalled < stallLimit {
+			break
+		}
+		t.Logf("window %d failed while the process was starved for %v: measuring again: %s", i, stalled, msg)
+	}
+	t.Error(strings.Join(fails, " | "))
 }

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -22,20 +23,22 @@ import (
 func TestInboundAudio(t *testing.T) {
 	for _, codec := range []string{"PCMU", "PCMA", "opus"} {
 		t.Run(codec, func(t *testing.T) {
+			w := startStallWatch(t)
 			env := startEnv(t, scenario.Options{Codecs: []string{codec}})
 			caller, pc := connected(t, env, wasim.CallOptions{From: "5511987654321", Name: "Ana", ExpectHz: 1000})
 			acc := caller.AcceptRespondedAt()
-			time.Sleep(5600 * time.Millisecond)
-			from, to := acc.Add(500*time.Millisecond), acc.Add(5500*time.Millisecond)
-
-			heard := caller.Heard().Report(from, to)
-			if heard.ToneRatio < 0.98 || heard.MaxGap > 40*time.Millisecond || heard.Windows < 240 {
-				t.Errorf("caller heard the PBX's 1000 Hz in %.1f%% of %d windows, longest gap %v", heard.ToneRatio*100, heard.Windows, heard.MaxGap)
-			}
-			got := pc.Received().Report(from, to)
-			if got.ToneRatio < 0.98 || got.MaxGap > 40*time.Millisecond || got.Windows < 240 {
-				t.Errorf("PBX heard the caller's 440 Hz in %.1f%% of %d windows, longest gap %v", got.ToneRatio*100, got.Windows, got.MaxGap)
-			}
+			listen(t, w, acc.Add(500*time.Millisecond), 5*time.Second, func(from, to time.Time) string {
+				var msg []string
+				heard := caller.Heard().Report(from, to)
+				if heard.ToneRatio < 0.98 || heard.MaxGap > 40*time.Millisecond || heard.Windows < 240 {
+					msg = append(msg, fmt.Sprintf("caller heard the PBX's 1000 Hz in %.1f%% of %d windows, longest gap %v", heard.ToneRatio*100, heard.Windows, heard.MaxGap))
+				}
+				got := pc.Received().Report(from, to)
+				if got.ToneRatio < 0.98 || got.MaxGap > 40*time.Millisecond || got.Windows < 240 {
+					msg = append(msg, fmt.Sprintf("PBX heard the caller's 440 Hz in %.1f%% of %d windows, longest gap %v", got.ToneRatio*100, got.Windows, got.MaxGap))
+				}
+				return strings.Join(msg, "; ")
+			})
 			if pc.Codec().Name != codec && !strings.EqualFold(pc.Codec().Name, codec) {
 				t.Errorf("negotiated %q, want %q", pc.Codec().Name, codec)
 			}
@@ -44,9 +47,7 @@ func TestInboundAudio(t *testing.T) {
 			if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 || st.SeqBackwards != 0 {
 				t.Errorf("toward Meta: SSRCs %v, max sequence step %d, backwards %d", st.SSRCs, st.MaxSeqStep, st.SeqBackwards)
 			}
-			if st.MaxDriftMs > 60 {
-				t.Errorf("RTP timestamps drift %.1f ms from wall-clock time", st.MaxDriftMs)
-			}
+			checkDrift(t, w, st.MaxDriftMs, acc)
 			if st.FirstWireRTP.Before(acc) || (!st.FirstWireRTCP.IsZero() && st.FirstWireRTCP.Before(acc)) {
 				t.Errorf("media reached the caller before the accept response: RTP at %v, RTCP at %v, accept answered at %v",
 					st.FirstWireRTP, st.FirstWireRTCP, acc)
@@ -70,6 +71,10 @@ func TestInboundAudio(t *testing.T) {
 				t.Errorf("after the user hung up ponte sent %q (the user ended the call: nothing more is owed)", a)
 			}
 			recs := env.Server.Gateway.Records()
+			if t.Failed() && len(recs) == 1 {
+				t.Logf("to Meta: %+v", recs[0].ToMeta)
+				t.Logf("to PBX: %+v", recs[0].ToPBX)
+			}
 			if len(recs) != 1 || recs[0].Outcome != "completed" || recs[0].EndedBy != "caller" || recs[0].Codec != codec {
 				t.Errorf("record %+v", recs)
 			}
@@ -183,15 +188,17 @@ func TestInboundDTMF(t *testing.T) {
 // and timestamp bases); toward Meta nothing changes: one SSRC, sequence +1,
 // timestamps on wall time, and the tone goes on.
 func TestInboundPBXSSRCChange(t *testing.T) {
+	w := startStallWatch(t)
 	env := startEnv(t, scenario.Options{PBX: pbx.Config{ChangeSSRCAfter: 2 * time.Second}})
 	caller, pc := connected(t, env, wasim.CallOptions{ExpectHz: 1000})
 	acc := caller.AcceptRespondedAt()
 	time.Sleep(4500 * time.Millisecond)
 	st := caller.Stream()
-	if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 || st.SeqBackwards != 0 || st.MaxDriftMs > 60 {
-		t.Errorf("toward Meta across a PBX SSRC change: SSRCs %v, max step %d, backwards %d, drift %.1f ms",
-			st.SSRCs, st.MaxSeqStep, st.SeqBackwards, st.MaxDriftMs)
+	if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 || st.SeqBackwards != 0 {
+		t.Errorf("toward Meta across a PBX SSRC change: SSRCs %v, max step %d, backwards %d",
+			st.SSRCs, st.MaxSeqStep, st.SeqBackwards)
 	}
+	checkDrift(t, w, st.MaxDriftMs, acc)
 	if r := caller.Heard().Report(acc.Add(500*time.Millisecond), acc.Add(4400*time.Millisecond)); r.ToneRatio < 0.97 || r.MaxGap > 60*time.Millisecond {
 		t.Errorf("tone across the SSRC change: %.1f%%, longest gap %v", r.ToneRatio*100, r.MaxGap)
 	}
@@ -217,4 +224,21 @@ func TestInboundPBXSilentKeepsMetaFed(t *testing.T) {
 		t.Errorf("packets per second toward Meta: min %d over %d windows", st.MinPPS, len(st.PPS))
 	}
 	hangupAndWait(t, env, caller, pc)
+}
+
+// checkDrift: RTP timestamps toward Meta follow wall-clock time within 60 ms
+// (arrival time at the simulated caller against the 48 kHz timestamp). The
+// caller runs in this process, so a CPU stall delays its arrival stamps too:
+// a larger drift is excused only by a stall at least as long, measured.
+func checkDrift(t *testing.T, w *stallWatch, driftMs float64, since time.Time) {
+	t.Helper()
+	if driftMs <= 60 {
+		return
+	}
+	stalled := w.worst(since, time.Now())
+	if float64(stalled.Milliseconds()) >= driftMs-60 && stalled >= stallLimit {
+		t.Logf("timestamp drift %.1f ms excused by a measured %v CPU stall", driftMs, stalled)
+		return
+	}
+	t.Errorf("RTP timestamps drift %.1f ms from wall-clock time (worst CPU stall %v)", driftMs, stalled)
 }
