@@ -90,9 +90,12 @@ func TestInboundDelay(t *testing.T) {
 		t.Run(codec, func(t *testing.T) {
 			pbxTx := audio.NewMarkerSender(8000, wasim.MarkerF1Hz, wasim.MarkerF2Hz, transcode.AmpForDBFS(-12), wasim.MarkerPeriod)
 			pbxRx := audio.NewMarkerReceiver(8000, wasim.MarkerF1Hz, wasim.MarkerF2Hz)
+			// The PBX rings 1 s, as PBXs do: ICE/DTLS completes meanwhile, so
+			// the accept wait after its 200 is one Graph API round trip.
 			env := startEnv(t, scenario.Options{Codecs: []string{codec}, PBX: pbx.Config{
-				Marker:  pbxTx,
-				OnAudio: func(_ *pbx.Call, pcm []int16, at time.Time) { pbxRx.Add(pcm, at) },
+				AnswerDelay: time.Second,
+				Marker:      pbxTx,
+				OnAudio:     func(_ *pbx.Call, pcm []int16, at time.Time) { pbxRx.Add(pcm, at) },
 			}})
 			caller, pc := connected(t, env, wasim.CallOptions{Marker: true})
 			time.Sleep(4500 * time.Millisecond)
