@@ -38,6 +38,8 @@ func main() {
 		err = checkConfig(os.Args[2:])
 	case "demo":
 		err = demo(os.Args[2:])
+	case "load":
+		err = load(os.Args[2:])
 	case "version", "-version", "--version":
 		printVersion()
 	case "help", "-h", "--help":

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ponte-gw/ponte/internal/loadgen"
+)
+
+// load runs the gateway as a child process against the built-in simulators and places calls
+// through it (package loadgen). It exits non-zero if any call failed or any audio check did.
+func load(args []string) error {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	self, _ := os.Executable()
+	ponte := fs.String("ponte", self, "the ponte binary to run as the gateway (`ponte serve`)")
+	calls := fs.Int("calls", 10, "total calls")
+	conc := fs.Int("concurrency", 1, "most calls in progress at once")
+	rate := fs.Float64("rate", 1, "new calls per second (0: as fast as -concurrency allows)")
+	hold := fs.Duration("hold", 5*time.Second, "talk time of each call, from accept to hang-up")
+	codec := fs.String("codec", "PCMU", "the PBX's codec: PCMU, PCMA or opus (passthrough)")
+	settle := fs.Duration("settle", 0, "start of each hold left out of the audio check (default min(500ms, hold/2))")
+	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
+	dir := fs.String("dir", "", "keep the gateway config and log here (default: a temp dir, kept only on failure)")
+	logLevel := fs.String("gateway-log", "warn", "the gateway's log level")
+	verbose := fs.Bool("v", false, "log the simulators on stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.DiscardHandler)
+	if *verbose {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep, err := loadgen.Run(ctx, loadgen.Options{
+		Ponte: *ponte, Calls: *calls, Concurrency: *conc, Rate: *rate, Hold: *hold, Codec: *codec,
+		Settle: *settle, Dir: *dir, LogLevel: *logLevel, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		rep.WriteTable(os.Stdout)
+	}
+	if rep.Failed > 0 || rep.AudioOK < rep.Calls {
+		return fmt.Errorf("load: %d of %d calls failed, %d failed the audio check", rep.Failed, rep.Calls, rep.Calls-rep.Failed-rep.AudioOK)
+	}
+	return nil
+}

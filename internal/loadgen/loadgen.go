@@ -1,0 +1,356 @@
+// Package loadgen is `ponte load`: it runs the WhatsApp (Meta) simulator and the PBX
+// simulator in its own process, starts `ponte serve` as a child process pointed at them, places
+// calls through it and measures the gateway from outside: signalling latencies from the
+// simulators' own timestamps, audio both ways with tone analysis, and the child's CPU and
+// memory from /proc. The load generator's CPU (WebRTC callers, Opus, PBX media) is therefore
+// never counted as the gateway's.
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ponte-gw/ponte/sim/pbx"
+	"github.com/ponte-gw/ponte/sim/scenario"
+	"github.com/ponte-gw/ponte/sim/wasim"
+)
+
+// ErrOptions wraps invalid options.
+var ErrOptions = errors.New("loadgen: invalid options")
+
+// Options shape one run.
+type Options struct {
+	Ponte       string        // the ponte binary to run as `ponte serve` (required)
+	Calls       int           // total calls (default 1)
+	Concurrency int           // most calls in progress at once (default 1)
+	Rate        float64       // new calls per second; 0 starts them as fast as Concurrency allows
+	Hold        time.Duration // talk time of each call, from accept to the caller's hang-up (default 5 s)
+	Codec       string        // the PBX's (and trunk's) only codec: PCMU, PCMA or opus (default PCMU)
+	// Settle is the start of each hold left out of the audio check (codec and jitter buffer
+	// start-up). Default: 500 ms, at most half the hold.
+	Settle   time.Duration
+	Dir      string       // where the config and the gateway log go; default a temp dir, removed unless something failed
+	LogLevel string       // the gateway's log level (default warn)
+	Logger   *slog.Logger // the simulators' log (default discarded)
+}
+
+// Audio pass criteria (brief: the expected tone in >= 98 % of windows). The window count is
+// checked too, so that audio which stopped arriving altogether cannot pass on a few windows.
+const (
+	minToneRatio   = 0.98
+	minWindowShare = 0.90
+	setupTimeout   = 35 * time.Second // > accept_deadline (30 s): the gateway gives up first
+	endTimeout     = 10 * time.Second
+	childGrace     = 10 * time.Second
+	rssEvery       = 100 * time.Millisecond
+)
+
+func (o *Options) normalize() error {
+	if o.Ponte == "" {
+		return fmt.Errorf("%w: no ponte binary", ErrOptions)
+	}
+	if o.Calls == 0 {
+		o.Calls = 1
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = 1
+	}
+	if o.Hold == 0 {
+		o.Hold = 5 * time.Second
+	}
+	if o.Calls < 0 || o.Concurrency < 0 || o.Rate < 0 || o.Hold < 0 || o.Settle < 0 {
+		return fmt.Errorf("%w: calls, concurrency, rate, hold and settle must not be negative", ErrOptions)
+	}
+	switch strings.ToLower(o.Codec) {
+	case "", "pcmu":
+		o.Codec = "PCMU"
+	case "pcma":
+		o.Codec = "PCMA"
+	case "opus":
+		o.Codec = "opus"
+	default:
+		return fmt.Errorf("%w: codec %q is not one of PCMU, PCMA, opus", ErrOptions, o.Codec)
+	}
+	if o.Settle == 0 {
+		o.Settle = min(500*time.Millisecond, o.Hold/2)
+	}
+	if o.Settle >= o.Hold {
+		return fmt.Errorf("%w: settle %v leaves nothing of hold %v to check", ErrOptions, o.Settle, o.Hold)
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = "warn"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Run starts the simulators and the gateway, places the calls and reports. The error is for
+// a run that could not take place (bad options, the gateway did not start); failed calls
+// are in the report (Report.Failed).
+func Run(ctx context.Context, o Options) (rep *Report, err error) {
+	if err := o.normalize(); err != nil {
+		return nil, err
+	}
+	// The temp dir goes away unless its gateway log explains a failure.
+	dir, keepDir := o.Dir, o.Dir != ""
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "ponte-load-")
+	} else {
+		err = os.MkdirAll(dir, 0o700)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if !keepDir && (rep == nil || rep.GatewayLog == "") {
+			_ = os.RemoveAll(dir)
+		}
+	}()
+
+	public, err := freeTCP()
+	if err != nil {
+		return nil, err
+	}
+	admin, err := freeTCP()
+	if err != nil {
+		return nil, err
+	}
+	rtcPort, err := freeUDP()
+	if err != nil {
+		return nil, err
+	}
+	simCtx, stopSims := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSims()
+	meta, err := wasim.Start(simCtx, wasim.Config{
+		WebhookURL: "http://" + public + "/webhook", AppSecret: scenario.AppSecret, AccessToken: scenario.AccessToken,
+		PhoneNumberID: scenario.PhoneNumberID, DisplayNumber: scenario.DisplayNumber, Logger: o.Logger.With("sim", "meta"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: meta simulator: %w", err)
+	}
+	defer meta.Close()
+	pbxSim, err := pbx.Start(simCtx, pbx.Config{
+		Listen: "127.0.0.1:0", Codecs: []string{o.Codec}, ExpectToneHz: 440, Logger: o.Logger.With("sim", "pbx"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: pbx simulator: %w", err)
+	}
+	defer pbxSim.Close()
+
+	cfgPath, err := writeConfig(dir, gatewayConf{
+		Public: public, Admin: admin, WebRTCPort: rtcPort, GraphURL: meta.GraphURL(),
+		PBXAddr: pbxSim.Addr().String(), Codec: o.Codec, LogLevel: o.LogLevel,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: config: %w", err)
+	}
+	logPath := filepath.Join(dir, "ponte.log")
+	ch, err := startChild(o.Ponte, cfgPath, logPath)
+	if err != nil {
+		return nil, err
+	}
+	// The child stops before the simulators close (deferred later, runs earlier), so calls it
+	// still holds end cleanly against live peers.
+	childStopped := false
+	defer func() {
+		if !childStopped {
+			_ = ch.stop(childGrace)
+		}
+	}()
+	if err := ch.waitHealthy(ctx, admin, 15*time.Second); err != nil {
+		keepDir = true
+		return nil, fmt.Errorf("%w (log: %s)", err, logPath)
+	}
+
+	rep = &Report{
+		Codec: o.Codec, Transcoding: o.Codec != "opus", Calls: o.Calls, Concurrency: o.Concurrency,
+		Rate: o.Rate, Hold: o.Hold.String(), Settle: o.Settle.String(), CPUs: runtime.NumCPU(),
+		ClockTick: clockTick(ctx),
+	}
+	pid := ch.pid()
+	if rep.GatewayRSSIdleKiB, err = statusKiB(pid, "VmRSS"); err != nil {
+		return nil, fmt.Errorf("loadgen: gateway RSS: %w", err)
+	}
+	rss := startRSSSampler(pid, rep.GatewayRSSIdleKiB)
+
+	r := &runner{o: o, meta: meta, pbx: pbxSim, match: newMatcher()}
+	dispCtx, stopDispatch := context.WithCancel(ctx)
+	var dispWG sync.WaitGroup
+	dispWG.Add(1)
+	go func() { defer dispWG.Done(); r.match.dispatch(dispCtx, pbxSim) }()
+
+	rep.HostLoadAvg[0] = loadAvg1()
+	hostBusy0, steal0, herr := hostCPU()
+	ticks0, cerr := cpuTicks(pid)
+	self0 := selfCPU()
+	t0 := time.Now()
+	rep.Results = r.placeCalls(ctx)
+	ticks1, cerr1 := cpuTicks(pid)
+	self1 := selfCPU()
+	t1 := time.Now()
+	hostBusy1, steal1, herr1 := hostCPU()
+	rep.HostLoadAvg[1] = loadAvg1()
+
+	stopDispatch()
+	dispWG.Wait()
+	rep.GatewayRSSPeakKiB = rss.stop()
+	rep.GatewayHWMKiB, _ = statusKiB(pid, "VmHWM")
+	if err := errors.Join(cerr, cerr1); err != nil {
+		keepDir = true
+		return nil, fmt.Errorf("loadgen: gateway CPU: %w (log: %s)", err, logPath)
+	}
+	rep.GatewayCPUSeconds = float64(ticks1-ticks0) / float64(rep.ClockTick)
+	rep.LoadgenCPUSeconds = (self1 - self0).Seconds()
+	rep.MeasuredSeconds = t1.Sub(t0).Seconds()
+	if rep.MeasuredSeconds > 0 {
+		rep.GatewayCPUPercentAvg = 100 * rep.GatewayCPUSeconds / rep.MeasuredSeconds
+	}
+	// What the rest of the machine did meanwhile: other processes and, in a VM, the hypervisor
+	// (steal) take CPU from both processes, which shows up as audio gaps and slow setups that
+	// are not the gateway's doing.
+	if herr == nil && herr1 == nil && rep.MeasuredSeconds > 0 {
+		capacity := rep.MeasuredSeconds * float64(rep.CPUs)
+		busy := float64(hostBusy1-hostBusy0) / float64(rep.ClockTick)
+		rep.HostBusyPercent = 100 * busy / capacity
+		rep.HostStealPercent = 100 * float64(steal1-steal0) / float64(rep.ClockTick) / capacity
+		rep.OtherCPUSeconds = max(0, busy-rep.GatewayCPUSeconds-rep.LoadgenCPUSeconds)
+	}
+	r.fillFromSimulator(rep)
+
+	childStopped = true
+	if err := ch.stop(childGrace); err != nil {
+		rep.GatewayExit = err.Error()
+	}
+	if rep.Failed > 0 || rep.AudioOK < rep.Calls || rep.GatewayExit != "" {
+		rep.GatewayLog = logPath
+	}
+	return rep, nil
+}
+
+// fillFromSimulator computes the latencies from the simulators' records and the totals.
+// webhook -> pre_accept runs from the connect webhook's send time (WebhookDelivery.At) to the
+// arrival of the first pre_accept for the call id at the fake Graph API; PBX 200 -> accept from
+// the PBX simulator sending its 200 to the arrival of the first accept.
+func (r *runner) fillFromSimulator(rep *Report) {
+	connect := map[string]time.Time{}
+	for _, w := range r.meta.Webhooks() {
+		if _, seen := connect[w.CallID]; w.Event == "connect" && !seen {
+			connect[w.CallID] = w.At
+		}
+	}
+	pre, acc := map[string]time.Time{}, map[string]time.Time{}
+	for _, g := range r.meta.Requests() {
+		m := map[string]map[string]time.Time{"pre_accept": pre, "accept": acc}[g.Action]
+		if _, seen := m[g.CallID]; m != nil && !seen {
+			m[g.CallID] = g.ReceivedAt
+		}
+	}
+	var preLat, accLat []time.Duration
+	for i := range rep.Results {
+		c := &rep.Results[i]
+		c.WebhookToPreAcceptMs, c.PBX200ToAcceptMs = -1, -1
+		if at, ok := pre[c.WACID]; ok && !connect[c.WACID].IsZero() {
+			d := at.Sub(connect[c.WACID])
+			preLat = append(preLat, d)
+			c.WebhookToPreAcceptMs = ms(d)
+		}
+		if at, ok := acc[c.WACID]; ok && !c.pbx200At.IsZero() {
+			d := at.Sub(c.pbx200At)
+			accLat = append(accLat, d)
+			c.PBX200ToAcceptMs = ms(d)
+		}
+		if c.OK {
+			rep.OK++
+			rep.MediaSeconds += c.MediaSeconds
+		} else {
+			rep.Failed++
+		}
+		if c.OK && c.CallerHeard.Pass {
+			rep.CallerHeardOK++
+		}
+		if c.OK && c.PBXHeard.Pass {
+			rep.PBXHeardOK++
+		}
+		if c.OK && c.CallerHeard.Pass && c.PBXHeard.Pass {
+			rep.AudioOK++
+		}
+	}
+	rep.WebhookToPreAccept, rep.PBX200ToAccept = summarize(preLat), summarize(accLat)
+	if rep.MediaSeconds > 0 {
+		rep.CPUPerCallSecond = rep.GatewayCPUSeconds / rep.MediaSeconds
+	}
+}
+
+// loadAvg1 is the host's 1-minute load average (/proc/loadavg), -1 if unreadable: other work
+// on the machine takes CPU from both processes and shows up as audio gaps.
+func loadAvg1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}
+
+// selfCPU is the load generator's own user+system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// rssSampler keeps the highest VmRSS of the child, read every rssEvery.
+type rssSampler struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	peak   int64
+}
+
+func startRSSSampler(pid int, initial int64) *rssSampler {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &rssSampler{cancel: cancel, done: make(chan struct{}), peak: initial}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(rssEvery)
+		defer t.Stop()
+		for {
+			if v, err := statusKiB(pid, "VmRSS"); err == nil && v > s.peak {
+				s.peak = v
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends sampling and returns the peak in KiB.
+func (s *rssSampler) stop() int64 {
+	s.cancel()
+	<-s.done
+	return s.peak
+}

@@ -1,0 +1,175 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ponte-gw/ponte/config"
+)
+
+// buildPonte builds cmd/ponte from the module root into a temp dir.
+func buildPonte(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	out, err := exec.Command(goBin, "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	bin := filepath.Join(t.TempDir(), "ponte")
+	cmd := exec.Command(goBin, "build", "-tags", "nolibopusfile", "-o", bin, "./cmd/ponte")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	return bin
+}
+
+// TestSmoke runs two concurrent calls through a real ponte child process.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds ponte and places real calls")
+	}
+	bin := buildPonte(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	rep, err := Run(ctx, Options{Ponte: bin, Calls: 2, Concurrency: 2, Hold: time.Second, Codec: "pcmu", Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK != 2 || rep.Failed != 0 {
+		log, _ := os.ReadFile(filepath.Join(dir, "ponte.log"))
+		t.Fatalf("ok %d failed %d: %+v\ngateway log:\n%s", rep.OK, rep.Failed, rep.Results, log)
+	}
+	if rep.Codec != "PCMU" || !rep.Transcoding {
+		t.Errorf("codec %q transcoding %v, want PCMU true", rep.Codec, rep.Transcoding)
+	}
+	// The 98 % criterion depends on scheduling (a busy or overcommitted host drops windows),
+	// so the smoke test asks only that each tone got through and was measured.
+	if rep.CallerHeardOK > 2 || rep.PBXHeardOK > 2 || rep.AudioOK > min(rep.CallerHeardOK, rep.PBXHeardOK) {
+		t.Errorf("audio counts inconsistent: %d, %d, %d", rep.CallerHeardOK, rep.PBXHeardOK, rep.AudioOK)
+	}
+	for _, l := range []Latency{rep.WebhookToPreAccept, rep.PBX200ToAccept} {
+		if l.N != 2 || l.P50Ms <= 0 || l.P50Ms > l.P99Ms || l.P99Ms > l.MaxMs {
+			t.Errorf("latency %+v: want 2 ordered positive samples", l)
+		}
+	}
+	seen := map[string]bool{}
+	for _, c := range rep.Results {
+		if !strings.HasPrefix(c.WACID, "wacid.") || seen[c.WACID] {
+			t.Errorf("call %d: wacid %q missing or repeated", c.Index, c.WACID)
+		}
+		seen[c.WACID] = true
+		if c.WebhookToPreAcceptMs <= 0 || c.PBX200ToAcceptMs <= 0 {
+			t.Errorf("call %d: latencies not filled: %+v", c.Index, c)
+		}
+		for side, a := range map[string]AudioCheck{"caller (1000 Hz)": c.CallerHeard, "PBX (440 Hz)": c.PBXHeard} {
+			if a.Expected <= 0 || a.Windows <= 0 || a.ToneWindows <= 0 || a.Ratio <= 0 {
+				t.Errorf("call %d: %s never heard its tone: %+v", c.Index, side, a)
+			}
+		}
+		// The caller hangs up no sooner than Hold after accept.
+		if c.MediaSeconds < time.Second.Seconds() {
+			t.Errorf("call %d: media %.3f s < hold", c.Index, c.MediaSeconds)
+		}
+	}
+	if rep.MediaSeconds < 2 || rep.GatewayCPUSeconds <= 0 || rep.CPUPerCallSecond <= 0 {
+		t.Errorf("CPU %.2f s over %.2f media s: not filled", rep.GatewayCPUSeconds, rep.MediaSeconds)
+	}
+	if rep.GatewayRSSIdleKiB <= 0 || rep.GatewayRSSPeakKiB < rep.GatewayRSSIdleKiB || rep.GatewayHWMKiB < rep.GatewayRSSIdleKiB {
+		t.Errorf("RSS idle %d peak %d hwm %d KiB: not filled", rep.GatewayRSSIdleKiB, rep.GatewayRSSPeakKiB, rep.GatewayHWMKiB)
+	}
+	if rep.ClockTick <= 0 || rep.CPUs <= 0 || rep.GatewayExit != "" || rep.HostBusyPercent <= 0 {
+		t.Errorf("clk_tck %d cpus %d exit %q host busy %.1f%%", rep.ClockTick, rep.CPUs, rep.GatewayExit, rep.HostBusyPercent)
+	}
+	if _, err := config.Load(filepath.Join(dir, "ponte.yaml")); err != nil {
+		t.Errorf("the config the child ran with no longer loads: %v", err)
+	}
+}
+
+// A gateway that exits at once is reported, with its log kept.
+func TestChildExits(t *testing.T) {
+	falseBin, err := exec.LookPath("false")
+	if err != nil {
+		t.Skip("no false(1)")
+	}
+	dir := t.TempDir()
+	_, err = Run(context.Background(), Options{Ponte: falseBin, Calls: 1, Hold: time.Second, Dir: dir})
+	if !errors.Is(err, ErrChildExited) {
+		t.Fatalf("err = %v, want ErrChildExited", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ponte.log")); err != nil {
+		t.Fatalf("gateway log not kept: %v", err)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	cases := []struct {
+		name    string
+		o       Options
+		codec   string
+		settle  time.Duration
+		wantErr bool
+	}{
+		{"defaults", Options{Ponte: "x"}, "PCMU", 500 * time.Millisecond, false},
+		{"opus any case", Options{Ponte: "x", Codec: "OPUS", Hold: 20 * time.Second}, "opus", 500 * time.Millisecond, false},
+		{"short hold settles half", Options{Ponte: "x", Codec: "pcma", Hold: 600 * time.Millisecond}, "PCMA", 300 * time.Millisecond, false},
+		{"no binary", Options{}, "", 0, true},
+		{"unknown codec", Options{Ponte: "x", Codec: "G729"}, "", 0, true},
+		{"negative calls", Options{Ponte: "x", Calls: -1}, "", 0, true},
+		{"settle beyond hold", Options{Ponte: "x", Hold: time.Second, Settle: time.Second}, "", 0, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.o.normalize()
+			if c.wantErr {
+				if !errors.Is(err, ErrOptions) {
+					t.Fatalf("err = %v, want ErrOptions", err)
+				}
+				return
+			}
+			if err != nil || c.o.Codec != c.codec || c.o.Settle != c.settle {
+				t.Fatalf("got codec %q settle %v err %v; want %q %v", c.o.Codec, c.o.Settle, err, c.codec, c.settle)
+			}
+		})
+	}
+}
+
+func TestWriteConfig(t *testing.T) {
+	dir := t.TempDir()
+	path, err := writeConfig(dir, gatewayConf{
+		Public: "127.0.0.1:18001", Admin: "127.0.0.1:18002", WebRTCPort: 18003,
+		GraphURL: "http://127.0.0.1:18004/v23.0", PBXAddr: "127.0.0.1:18005", Codec: "opus", LogLevel: "warn",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := c.Trunk("pbx")
+	switch {
+	case c.HTTP.Public != "127.0.0.1:18001" || c.HTTP.Admin != "127.0.0.1:18002":
+		t.Errorf("http %+v", c.HTTP)
+	case c.Media.WebRTCUDPPort != 18003 || c.Media.BindIP != "127.0.0.1":
+		t.Errorf("media %+v", c.Media)
+	case c.WhatsApp.GraphURL != "http://127.0.0.1:18004/v23.0":
+		t.Errorf("graph_url %q", c.WhatsApp.GraphURL)
+	case tr == nil || tr.Address != "127.0.0.1:18005" || len(tr.Codecs) != 1 || tr.Codecs[0] != "opus":
+		t.Errorf("trunk %+v", tr)
+	case c.Store.Driver != "memory":
+		t.Errorf("store %+v", c.Store)
+	}
+}
