@@ -76,15 +76,12 @@ func classify(err error) endReason {
 }
 
 // terminateReason maps Meta's terminate webhook to the Reason toward the PBX:
-// COMPLETED is a normal clearing; FAILED carries Meta's error code so the PBX
-// log shows why (138021 media receive timeout, 138019 setup failed, ...).
+// COMPLETED, or FAILED without an error (the user gave up before the call was
+// answered), is a normal clearing; FAILED with an error carries Meta's code so
+// the PBX log shows why (138021 media receive timeout, 138019 setup failed, ...).
 func terminateReason(status string, codes []int) sip.Reason {
-	if status == "FAILED" {
-		text := "WhatsApp call failed"
-		if len(codes) > 0 {
-			text = fmt.Sprintf("WhatsApp call failed (Meta error %d)", codes[0])
-		}
-		return sip.Reason{Protocol: "Q.850", Cause: 41, Text: text}
+	if status == "FAILED" && len(codes) > 0 {
+		return sip.Reason{Protocol: "Q.850", Cause: 41, Text: fmt.Sprintf("WhatsApp call failed (Meta error %d)", codes[0])}
 	}
 	return sip.Reason{Protocol: "Q.850", Cause: 16, Text: "Normal call clearing"}
 }

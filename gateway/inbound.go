@@ -55,7 +55,28 @@ func newCall(g *Gateway, ev whatsapp.CallEvent) *call {
 }
 
 // end asks the call to end with cause. The first cause wins.
-func (c *call) end(cause error) { c.cancel(cause) }
+func (c *call) end(cause error) { c.cancel(c.withReason(cause)) }
+
+// endCause is a cause that also carries the Reason header (RFC 3326) for a
+// CANCEL that it may trigger: package sip finds the sip.CancelCause, the
+// gateway its own sentinel.
+type endCause struct {
+	err error
+	cc  sip.CancelCause
+}
+
+func (e endCause) Error() string   { return e.err.Error() }
+func (e endCause) Unwrap() []error { return []error{e.err, e.cc} }
+
+func (c *call) withReason(err error) error {
+	r := classify(err).reason
+	if errors.Is(err, ErrCallerHangup) {
+		c.termMu.Lock()
+		r = terminateReason(c.termStatus, c.termCodes)
+		c.termMu.Unlock()
+	}
+	return endCause{err: err, cc: sip.CancelCause{Reason: r}}
+}
 
 // metaTerminated handles Meta's terminate webhook: the user hung up, or Meta
 // ended the call (accept window, media timeouts 138021/138022, ...).
@@ -178,7 +199,7 @@ func (c *call) connect() error {
 	if acceptBy.Before(ringBy) {
 		limit, limitErr = acceptBy, ErrAcceptDeadline
 	}
-	stop := time.AfterFunc(time.Until(limit), func() { dialCancel(limitErr) })
+	stop := time.AfterFunc(time.Until(limit), func() { dialCancel(c.withReason(limitErr)) })
 	defer stop.Stop()
 
 	early := make(chan *sip.MediaDesc, 1)
@@ -223,15 +244,15 @@ wait:
 			// so the PBX's announcement reaches the caller. From here any
 			// failure is a terminate, not a reject.
 			if err := c.startPBXMedia(rtpSess, md, trunk); err != nil {
-				dialCancel(err)
+				dialCancel(c.withReason(err))
 				continue
 			}
 			if err := c.acceptMeta(leg, acceptBy); err != nil {
-				dialCancel(err)
+				dialCancel(c.withReason(err))
 				continue
 			}
 			stop.Stop() // the caller is connected: only the ring timeout applies now
-			stop = time.AfterFunc(time.Until(ringBy), func() { dialCancel(ErrRingTimeout) })
+			stop = time.AfterFunc(time.Until(ringBy), func() { dialCancel(c.withReason(ErrRingTimeout)) })
 		}
 	}
 	if res.err != nil {

@@ -67,8 +67,8 @@ func TestInboundAcceptDeadlineCancelsAndRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if by := pbxEnded(t, pc, 10*time.Second); by != "cancel" {
-		t.Errorf("PBX leg ended by %q, want cancel", by)
+	if by := pbxEnded(t, pc, 10*time.Second); by != "cancel" || !strings.Contains(pc.ByeReason(), "Q.850;cause=19") {
+		t.Errorf("PBX leg ended by %q with Reason %q, want a CANCEL with Q.850 cause 19 (no answer)", by, pc.ByeReason())
 	}
 	if el := time.Since(start); el > 6*time.Second {
 		t.Errorf("gave up after %v, want about the 5 s deadline", el)
@@ -135,8 +135,8 @@ func TestInboundCallerHangupWhileRingingCancels(t *testing.T) {
 	if err := caller.Hangup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if by := pbxEnded(t, pc, 5*time.Second); by != "cancel" {
-		t.Errorf("PBX leg ended by %q, want cancel", by)
+	if by := pbxEnded(t, pc, 5*time.Second); by != "cancel" || !strings.Contains(pc.ByeReason(), "Q.850;cause=16") {
+		t.Errorf("PBX leg ended by %q with Reason %q, want a CANCEL with Q.850 cause 16", by, pc.ByeReason())
 	}
 	_ = env.WaitIdle(ctx)
 	if a := waitActions(env, caller.ID(), "pre_accept"); a != "pre_accept" {
