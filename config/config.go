@@ -102,6 +102,13 @@ type Trunk struct {
 	DTMFPT     int      `yaml:"dtmf_payload_type"`
 	EarlyMedia string   `yaml:"early_media"` // ignore|answer
 	FromDomain string   `yaml:"from_domain"`
+	// CallerID is how the WhatsApp caller's number goes in From:
+	// e164_plus (+5511...), e164 (5511...), or national (the trunk's
+	// country_code stripped: 11...). A BSUID is sent as is.
+	CallerID    string `yaml:"caller_id"`
+	CountryCode string `yaml:"country_code"` // digits, for caller_id: national
+	// DisplayName: whatsapp (the profile name), number (the caller id) or none.
+	DisplayName string `yaml:"display_name"`
 }
 
 // Auth holds digest credentials.
@@ -251,6 +258,8 @@ func (c *Config) applyDefaults() {
 		def(&t.Transport, "udp")
 		def(&t.DTMF, "rfc4733")
 		def(&t.EarlyMedia, "ignore")
+		def(&t.CallerID, "e164_plus")
+		def(&t.DisplayName, "whatsapp")
 		if len(t.Codecs) == 0 {
 			t.Codecs = []string{"PCMU", "PCMA"}
 		}
@@ -405,6 +414,18 @@ func (c *Config) validate() []problem {
 		}
 		if t.EarlyMedia != "ignore" && t.EarlyMedia != "answer" {
 			add(p+".early_media", "%q is not one of ignore, answer", t.EarlyMedia)
+		}
+		switch t.CallerID {
+		case "e164_plus", "e164":
+		case "national":
+			if t.CountryCode == "" || strings.Trim(t.CountryCode, "0123456789") != "" {
+				add(p+".country_code", "caller_id: national needs the trunk's country code in digits (e.g. \"55\")")
+			}
+		default:
+			add(p+".caller_id", "%q is not one of e164_plus, e164, national", t.CallerID)
+		}
+		if t.DisplayName != "whatsapp" && t.DisplayName != "number" && t.DisplayName != "none" {
+			add(p+".display_name", "%q is not one of whatsapp, number, none", t.DisplayName)
 		}
 	}
 	for name, r := range c.Routes {

@@ -207,8 +207,8 @@ func (c *call) connect() error {
 	dlg, err := c.g.ua.Dial(dialCtx, sip.DialRequest{
 		Trunk:       c.sipTrunk(trunk),
 		Target:      targetURI(target.URI, c.ev.DisplayPhoneNumber),
-		FromUser:    c.callerID(),
-		FromDisplay: c.ev.ContactName,
+		FromUser:    callerID(c.ev, trunk),
+		FromDisplay: displayName(c.ev, trunk),
 		ToUser:      c.ev.DisplayPhoneNumber,
 		Headers:     c.inviteHeaders(),
 		Media:       rtpSess,
@@ -431,16 +431,40 @@ func (c *call) sipTrunk(t *config.Trunk) *sip.Trunk {
 	}
 }
 
-// callerID is the From user: the caller's number in E.164 with "+", or the
-// BSUID when Meta sends no number (username-only users, reference §2.2).
-func (c *call) callerID() string {
-	if n := strings.TrimPrefix(c.ev.From, "+"); n != "" {
+// callerID is the From user: the caller's number in the trunk's format
+// (E.164 with "+" by default), or the BSUID when Meta sends no number
+// (username-only users, reference §2.2).
+func callerID(ev whatsapp.CallEvent, t *config.Trunk) string {
+	n := strings.TrimPrefix(ev.From, "+")
+	if n == "" {
+		if ev.FromUserID != "" {
+			return ev.FromUserID
+		}
+		return "anonymous"
+	}
+	switch t.CallerID {
+	case "e164":
+		return n
+	case "national":
+		if rest, ok := strings.CutPrefix(n, t.CountryCode); ok && rest != "" {
+			return rest
+		}
+		return "+" + n // a foreign caller keeps the international form
+	default:
 		return "+" + n
 	}
-	if c.ev.FromUserID != "" {
-		return c.ev.FromUserID
+}
+
+// displayName is the From display name per the trunk's policy.
+func displayName(ev whatsapp.CallEvent, t *config.Trunk) string {
+	switch t.DisplayName {
+	case "none":
+		return ""
+	case "number":
+		return callerID(ev, t)
+	default:
+		return ev.ContactName
 	}
-	return "anonymous"
 }
 
 // inviteHeaders carry the WhatsApp context to the PBX. Values from the caller
