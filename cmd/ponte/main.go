@@ -3,6 +3,7 @@
 //	ponte serve -config ponte.yaml   run the gateway
 //	ponte check-config ponte.yaml    validate a config file and exit
 //	ponte demo                       a real call between the built-in simulators
+//	ponte load -calls N ...          load through a ponte child process, measured from /proc
 //	ponte version                    version and build info
 package main
 
@@ -63,6 +64,8 @@ commands:
   check-config FILE      validate a config file (exit 1 with line-precise errors)
   demo                   place a real call through the gateway between the built-in
                          WhatsApp and PBX simulators on loopback; exit 0 only if it all worked
+  load [flags]           run calls through a ponte child process with the simulators and
+                         report setup latency, audio checks, gateway CPU and memory (-h for flags)
   version                print version and build info
 `)
 }

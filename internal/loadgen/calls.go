@@ -83,7 +83,6 @@ func (r *runner) call(ctx context.Context, i int) (res CallResult) {
 	}
 	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
-	res.offeredAt = time.Now()
 	caller, err := r.meta.Call(sctx, wasim.CallOptions{
 		From: fmt.Sprintf("55119%08d", i), Name: fmt.Sprintf("Load %d", i), ToneHz: callerHz, ExpectHz: pbxHz,
 	})

@@ -252,9 +252,17 @@ func (r *runner) fillFromSimulator(rep *Report) {
 	}
 	pre, acc := map[string]time.Time{}, map[string]time.Time{}
 	for _, g := range r.meta.Requests() {
-		m := map[string]map[string]time.Time{"pre_accept": pre, "accept": acc}[g.Action]
-		if _, seen := m[g.CallID]; m != nil && !seen {
-			m[g.CallID] = g.ReceivedAt
+		var first map[string]time.Time
+		switch g.Action {
+		case "pre_accept":
+			first = pre
+		case "accept":
+			first = acc
+		default:
+			continue
+		}
+		if _, seen := first[g.CallID]; !seen {
+			first[g.CallID] = g.ReceivedAt
 		}
 	}
 	var preLat, accLat []time.Duration

@@ -37,9 +37,6 @@ func buildPonte(t *testing.T) string {
 
 // TestSmoke runs two concurrent calls through a real ponte child process.
 func TestSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds ponte and places real calls")
-	}
 	bin := buildPonte(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -100,17 +97,17 @@ func TestSmoke(t *testing.T) {
 
 // A gateway that exits at once is reported, with its log kept.
 func TestChildExits(t *testing.T) {
-	falseBin, err := exec.LookPath("false")
-	if err != nil {
-		t.Skip("no false(1)")
-	}
 	dir := t.TempDir()
-	_, err = Run(context.Background(), Options{Ponte: falseBin, Calls: 1, Hold: time.Second, Dir: dir})
+	bad := filepath.Join(t.TempDir(), "ponte")
+	if err := os.WriteFile(bad, []byte("#!/bin/sh\necho 'cannot start' >&2\nexit 1\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Run(context.Background(), Options{Ponte: bad, Calls: 1, Hold: time.Second, Dir: dir})
 	if !errors.Is(err, ErrChildExited) {
 		t.Fatalf("err = %v, want ErrChildExited", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "ponte.log")); err != nil {
-		t.Fatalf("gateway log not kept: %v", err)
+	if b, err := os.ReadFile(filepath.Join(dir, "ponte.log")); err != nil || !strings.Contains(string(b), "cannot start") {
+		t.Fatalf("gateway log not kept: %q, %v", b, err)
 	}
 }
 

@@ -72,7 +72,7 @@ type CallResult struct {
 	// The RTP stream the caller received from ponte over the whole call.
 	ToCaller StreamCheck `json:"to_caller_stream"`
 
-	offeredAt, pbx200At, acceptedAt, hangupAt time.Time
+	pbx200At, acceptedAt, hangupAt time.Time
 }
 
 // Report is the outcome of a run.
