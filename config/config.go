@@ -127,6 +127,9 @@ type Target struct {
 	URI         string   `yaml:"uri"`
 	Trunk       string   `yaml:"trunk"`
 	RingTimeout Duration `yaml:"ring_timeout"`
+	// NoProvisionalTimeout: no 100/18x within this time means the target is
+	// dead; give up on it at once instead of waiting 32 s for Timer B.
+	NoProvisionalTimeout Duration `yaml:"no_provisional_timeout"`
 }
 
 // Store configures call records.
@@ -273,6 +276,7 @@ func (c *Config) applyDefaults() {
 		}
 		for i := range r.Targets {
 			defD(&r.Targets[i].RingTimeout, 20*time.Second)
+			defD(&r.Targets[i].NoProvisionalTimeout, 3*time.Second)
 		}
 	}
 	def(&c.Store.Driver, "sqlite")
@@ -441,6 +445,9 @@ func (c *Config) validate() []problem {
 			}
 			if c.Trunk(t.Trunk) == nil {
 				add(tp+".trunk", "trunk %q is not defined under sip.trunks", t.Trunk)
+			}
+			if t.NoProvisionalTimeout.D() < 500*time.Millisecond || t.NoProvisionalTimeout > t.RingTimeout {
+				add(tp+".no_provisional_timeout", "%s must be at least 500ms and no longer than ring_timeout", t.NoProvisionalTimeout.D())
 			}
 			if t.RingTimeout.D() <= 0 || t.RingTimeout > w.AcceptDeadline {
 				add(tp+".ring_timeout", "%s must be >0 and fit in whatsapp.accept_deadline (%s)", t.RingTimeout.D(), w.AcceptDeadline.D())

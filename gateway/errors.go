@@ -16,6 +16,7 @@ var (
 	ErrNoRoute         = errors.New("gateway: no route for this business number")
 	ErrTargetFailed    = errors.New("gateway: target refused the call")
 	ErrRingTimeout     = errors.New("gateway: target did not answer in time")
+	ErrNoProvisional   = errors.New("gateway: target sent no provisional response in time (dead target)")
 	ErrAcceptDeadline  = errors.New("gateway: Meta's accept window ran out")
 	ErrMediaConnect    = errors.New("gateway: ICE/DTLS with Meta did not complete")
 	ErrAcceptFailed    = errors.New("gateway: Graph API accept failed")
@@ -58,6 +59,8 @@ func classify(err error) endReason {
 		return endReason{fmt.Sprintf("target_%d", se.Code), q(21, "Call rejected")}
 	case errors.Is(err, ErrRingTimeout):
 		return endReason{"no_answer", q(19, "No answer from user")}
+	case errors.Is(err, ErrNoProvisional):
+		return endReason{"target_unreachable", q(18, "No user responding")}
 	case errors.Is(err, ErrAcceptDeadline):
 		return endReason{"no_answer", q(19, "No answer from user (WhatsApp accept window)")}
 	case errors.Is(err, ErrAcceptFailed):

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ponte-gw/ponte/config"
@@ -204,6 +205,15 @@ func (c *call) connect() error {
 
 	early := make(chan *sip.MediaDesc, 1)
 	earlyAnswer := trunk.EarlyMedia == "answer"
+	// A target that sends no 100/18x in time is dead (RFC 3261 §17.1.1.2
+	// would wait 32 s for Timer B): give up on it at once.
+	var provisional atomic.Bool
+	deadTimer := time.AfterFunc(target.NoProvisionalTimeout.D(), func() {
+		if !provisional.Load() {
+			dialCancel(c.withReason(ErrNoProvisional))
+		}
+	})
+	defer deadTimer.Stop()
 	dlg, err := c.g.ua.Dial(dialCtx, sip.DialRequest{
 		Trunk:       c.sipTrunk(trunk),
 		Target:      targetURI(target.URI, c.ev.DisplayPhoneNumber),
@@ -213,6 +223,7 @@ func (c *call) connect() error {
 		Headers:     c.inviteHeaders(),
 		Media:       rtpSess,
 		OnProvisional: func(code int, _ string, md *sip.MediaDesc) {
+			provisional.Store(true)
 			if earlyAnswer && md != nil && code >= 180 {
 				select {
 				case early <- md:

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -257,5 +258,35 @@ func TestInboundICENeverCompletes(t *testing.T) {
 	}
 	if a := waitActions(env, caller.ID(), "pre_accept,reject"); a != "pre_accept,reject" {
 		t.Errorf("Graph requests %q, want pre_accept,reject", a)
+	}
+}
+
+// TestInboundDeadTargetGivesUpFast: a target that never answers (not even
+// 100 Trying) is given up after no_provisional_timeout (default 3 s), not
+// after Timer B's 32 s: reject toward Meta, recorded as unreachable.
+func TestInboundDeadTargetGivesUpFast(t *testing.T) {
+	dead, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	env := startEnv(t, scenario.Options{PBXAddr: dead.LocalAddr().String()})
+	start := time.Now()
+	caller, err := env.Meta.Call(ctxT(t, 10*time.Second), wasim.CallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := callerEnded(t, caller, 10*time.Second); r != "gateway_reject" {
+		t.Errorf("caller end reason %q, want gateway_reject", r)
+	}
+	if el := time.Since(start); el < 2500*time.Millisecond || el > 5*time.Second {
+		t.Errorf("gave up after %v, want about the 3 s no_provisional_timeout", el)
+	}
+	if a := waitActions(env, caller.ID(), "pre_accept,reject"); a != "pre_accept,reject" {
+		t.Errorf("Graph requests %q", a)
+	}
+	_ = env.WaitIdle(ctxT(t, 5*time.Second))
+	if recs := env.Server.Gateway.Records(); len(recs) != 1 || recs[0].Outcome != "target_unreachable" {
+		t.Errorf("record %+v", recs)
 	}
 }
