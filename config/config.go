@@ -109,6 +109,9 @@ type Trunk struct {
 	CountryCode string `yaml:"country_code"` // digits, for caller_id: national
 	// DisplayName: whatsapp (the profile name), number (the caller id) or none.
 	DisplayName string `yaml:"display_name"`
+	// OptionsInterval: send OPTIONS this often (0 = off); two unanswered in a
+	// row mark the trunk down and its targets are skipped until one is answered.
+	OptionsInterval Duration `yaml:"options_interval"`
 }
 
 // Auth holds digest credentials.
@@ -427,6 +430,9 @@ func (c *Config) validate() []problem {
 			}
 		default:
 			add(p+".caller_id", "%q is not one of e164_plus, e164, national", t.CallerID)
+		}
+		if t.OptionsInterval != 0 && t.OptionsInterval.D() < 500*time.Millisecond {
+			add(p+".options_interval", "%s is under 500ms (0 turns pings off)", t.OptionsInterval.D())
 		}
 		if t.DisplayName != "whatsapp" && t.DisplayName != "number" && t.DisplayName != "none" {
 			add(p+".display_name", "%q is not one of whatsapp, number, none", t.DisplayName)

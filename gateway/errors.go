@@ -17,6 +17,7 @@ var (
 	ErrTargetFailed    = errors.New("gateway: target refused the call")
 	ErrRingTimeout     = errors.New("gateway: target did not answer in time")
 	ErrNoProvisional   = errors.New("gateway: target sent no provisional response in time (dead target)")
+	ErrTrunkDown       = errors.New("gateway: the target's trunk is down (OPTIONS unanswered)")
 	ErrAcceptDeadline  = errors.New("gateway: Meta's accept window ran out")
 	ErrMediaConnect    = errors.New("gateway: ICE/DTLS with Meta did not complete")
 	ErrAcceptFailed    = errors.New("gateway: Graph API accept failed")
@@ -59,6 +60,8 @@ func classify(err error) endReason {
 		return endReason{fmt.Sprintf("target_%d", se.Code), q(21, "Call rejected")}
 	case errors.Is(err, ErrRingTimeout):
 		return endReason{"no_answer", q(19, "No answer from user")}
+	case errors.Is(err, ErrTrunkDown):
+		return endReason{"trunk_down", q(27, "Destination out of order")}
 	case errors.Is(err, ErrNoProvisional):
 		return endReason{"target_unreachable", q(18, "No user responding")}
 	case errors.Is(err, ErrAcceptDeadline):

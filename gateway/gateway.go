@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -54,6 +55,10 @@ type Gateway struct {
 	calls    map[string]*call // by wacid
 	records  []Record
 	draining atomic.Bool
+
+	trunkDown  map[string]*atomic.Bool // by trunk name; only trunks with OPTIONS pings
+	monCancel  context.CancelFunc      // stops the trunk monitors
+	monitorsWG sync.WaitGroup
 }
 
 // maxRecords bounds the in-memory history kept until the store lands.
@@ -66,10 +71,63 @@ func New(d Deps) *Gateway {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Gateway{
+	g := &Gateway{
 		cfg: d.Config, graph: d.Graph, rtc: d.WebRTC, ua: d.SIP, log: log,
-		ctx: ctx, cancel: cancel, calls: map[string]*call{},
+		ctx: ctx, cancel: cancel, calls: map[string]*call{}, trunkDown: map[string]*atomic.Bool{},
 	}
+	monCtx, monCancel := context.WithCancel(context.Background())
+	g.monCancel = monCancel
+	for i := range d.Config.SIP.Trunks {
+		t := &d.Config.SIP.Trunks[i]
+		if t.OptionsInterval > 0 && d.SIP != nil {
+			g.trunkDown[t.Name] = &atomic.Bool{}
+			g.monitorsWG.Add(1)
+			go func() { defer g.monitorsWG.Done(); g.monitorTrunk(monCtx, t) }()
+		}
+	}
+	return g
+}
+
+// monitorTrunk pings a trunk with OPTIONS until the gateway closes. Two
+// unanswered pings in a row mark it down (its targets are skipped, so a call
+// fails at once instead of waiting on a dead PBX); one answer marks it up.
+func (g *Gateway) monitorTrunk(ctx context.Context, t *config.Trunk) {
+	down := g.trunkDown[t.Name]
+	st := &sip.Trunk{Name: t.Name, Address: t.Address, Transport: t.Transport}
+	every := t.OptionsInterval.D()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	misses := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, min(every, 5*time.Second))
+		code, err := g.ua.Ping(pctx, st)
+		cancel()
+		switch {
+		case errors.Is(err, sip.ErrNotStarted):
+			continue // the SIP listeners are not up yet
+		case err == nil:
+			misses = 0
+			if down.Swap(false) {
+				g.log.Info("trunk up again", "trunk", t.Name, "options_code", code)
+			}
+		default:
+			misses++
+			if misses >= 2 && !down.Swap(true) {
+				g.log.Warn("trunk down: OPTIONS unanswered", "trunk", t.Name, "err", err)
+			}
+		}
+	}
+}
+
+// TrunkUp reports whether a trunk is usable (always true without pings).
+func (g *Gateway) TrunkUp(name string) bool {
+	d := g.trunkDown[name]
+	return d == nil || !d.Load()
 }
 
 // HandleEvent is the webhook sink: package whatsapp calls it serially per
@@ -157,6 +215,8 @@ func (g *Gateway) Drain() { g.draining.Store(true) }
 // and waits for them, or for ctx.
 func (g *Gateway) Close(ctx context.Context) error {
 	g.draining.Store(true)
+	g.monCancel()
+	g.monitorsWG.Wait()
 	g.mu.Lock()
 	for _, c := range g.calls {
 		c.end(ErrShutdown)

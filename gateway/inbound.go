@@ -121,6 +121,9 @@ func (c *call) connect() error {
 	}
 	c.rec.Route, c.rec.Target = route, target.URI
 	c.log = c.log.With("route", route, "target", target.URI)
+	if !c.g.TrunkUp(trunk.Name) {
+		return fmt.Errorf("%w: %s", ErrTrunkDown, trunk.Name)
+	}
 
 	leg, err := c.g.rtc.NewLeg(c.ev.CallID)
 	if err != nil {

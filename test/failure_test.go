@@ -3,9 +3,11 @@ package test
 import (
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/ponte-gw/ponte/config"
 	"github.com/ponte-gw/ponte/sim/audio"
 	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sim/scenario"
@@ -287,6 +289,63 @@ func TestInboundDeadTargetGivesUpFast(t *testing.T) {
 	}
 	_ = env.WaitIdle(ctxT(t, 5*time.Second))
 	if recs := env.Server.Gateway.Records(); len(recs) != 1 || recs[0].Outcome != "target_unreachable" {
+		t.Errorf("record %+v", recs)
+	}
+}
+
+// TestInboundTrunkDownSkipped: a trunk whose OPTIONS go unanswered is marked
+// down; a call to it is refused at once and no INVITE is sent.
+func TestInboundTrunkDownSkipped(t *testing.T) {
+	dead, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	var mu sync.Mutex
+	var methods []string
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := dead.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			m, _, _ := strings.Cut(string(buf[:n]), " ")
+			mu.Lock()
+			methods = append(methods, m)
+			mu.Unlock()
+		}
+	}()
+	env := startEnv(t, scenario.Options{
+		PBXAddr:   dead.LocalAddr().String(),
+		Configure: func(c *config.Config) { c.SIP.Trunks[0].OptionsInterval = config.Duration(500 * time.Millisecond) },
+	})
+	if !waitFor(5*time.Second, func() bool { return !env.Server.Gateway.TrunkUp("pbx") }) {
+		t.Fatal("the trunk was never marked down")
+	}
+	start := time.Now()
+	caller, err := env.Meta.Call(ctxT(t, 10*time.Second), wasim.CallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := callerEnded(t, caller, 5*time.Second); r != "gateway_reject" {
+		t.Errorf("caller end reason %q, want gateway_reject", r)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("refused after %v, want at once", el)
+	}
+	_ = env.WaitIdle(ctxT(t, 5*time.Second))
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range methods {
+		if m != "OPTIONS" {
+			t.Errorf("the dead trunk received %s; only OPTIONS pings were expected", m)
+		}
+	}
+	if len(methods) < 2 {
+		t.Errorf("the trunk saw %d OPTIONS", len(methods))
+	}
+	if recs := env.Server.Gateway.Records(); len(recs) != 1 || recs[0].Outcome != "trunk_down" {
 		t.Errorf("record %+v", recs)
 	}
 }

@@ -47,7 +47,9 @@ type Options struct {
 	// TargetUser is the user part of the target URI (default "agent"; "-"
 	// for a host-only target, which ponte fills with the dialled number).
 	TargetUser string
-	Logger     *slog.Logger
+	// Configure, when set, adjusts the gateway's config before it starts.
+	Configure func(*config.Config)
+	Logger    *slog.Logger
 }
 
 // Env is a running gateway with its simulators.
@@ -137,6 +139,9 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 			URI: targetURI(o.TargetUser, pbxAddr), Trunk: "pbx", RingTimeout: config.Duration(or(o.RingTimeout, 25*time.Second)),
 		}}}},
 		Store: config.Store{Driver: "memory"},
+	}
+	if o.Configure != nil {
+		o.Configure(cfg)
 	}
 	if err := cfg.Finalize(); err != nil {
 		e.Close()
