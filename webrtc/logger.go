@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/pion/logging"
 )
@@ -43,7 +44,28 @@ func (p *pionLogger) Debug(msg string)                  { p.logf(slog.LevelDebug
 func (p *pionLogger) Debugf(format string, args ...any) { p.logf(slog.LevelDebug, format, args...) }
 func (p *pionLogger) Info(msg string)                   { p.logf(slog.LevelDebug, "%s", msg) }
 func (p *pionLogger) Infof(format string, args ...any)  { p.logf(slog.LevelDebug, format, args...) }
-func (p *pionLogger) Warn(msg string)                   { p.logf(slog.LevelWarn, "%s", msg) }
-func (p *pionLogger) Warnf(format string, args ...any)  { p.logf(slog.LevelWarn, format, args...) }
+func (p *pionLogger) Warn(msg string)                  { p.logf(warnLevel(msg), "%s", msg) }
+func (p *pionLogger) Warnf(format string, args ...any) { p.logf(warnLevel(format), format, args...) }
+
+// benignWarnings are pion warnings that every normal call produces: ICE
+// pinging before the remote candidates are known, and streams or sockets
+// already closed at hang-up. At warn level they would bury real problems
+// (four lines per call), so they go to Debug; other warnings keep their level.
+var benignWarnings = []string{
+	"Failed to ping without candidate pairs",
+	"Failed to accept RTP stream is already closed",
+	"Failed to accept RTCP stream is already closed",
+	"Failed to read from candidate",
+	"Could not determine PayloadType for SSRC",
+}
+
+func warnLevel(msg string) slog.Level {
+	for _, b := range benignWarnings {
+		if strings.HasPrefix(msg, b) {
+			return slog.LevelDebug
+		}
+	}
+	return slog.LevelWarn
+}
 func (p *pionLogger) Error(msg string)                  { p.logf(slog.LevelError, "%s", msg) }
 func (p *pionLogger) Errorf(format string, args ...any) { p.logf(slog.LevelError, format, args...) }
