@@ -44,8 +44,8 @@ func (p *pionLogger) Debug(msg string)                  { p.logf(slog.LevelDebug
 func (p *pionLogger) Debugf(format string, args ...any) { p.logf(slog.LevelDebug, format, args...) }
 func (p *pionLogger) Info(msg string)                   { p.logf(slog.LevelDebug, "%s", msg) }
 func (p *pionLogger) Infof(format string, args ...any)  { p.logf(slog.LevelDebug, format, args...) }
-func (p *pionLogger) Warn(msg string)                  { p.logf(warnLevel(msg), "%s", msg) }
-func (p *pionLogger) Warnf(format string, args ...any) { p.logf(warnLevel(format), format, args...) }
+func (p *pionLogger) Warn(msg string)                   { p.logf(warnLevel(msg), "%s", msg) }
+func (p *pionLogger) Warnf(format string, args ...any)  { p.logf(warnLevel(format), format, args...) }
 
 // benignWarnings are pion warnings that every normal call produces: ICE
 // pinging before the remote candidates are known, and streams or sockets
