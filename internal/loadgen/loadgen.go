@@ -119,15 +119,15 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 	}()
 
-	public, err := freeTCP()
+	public, err := scenario.FreeTCP()
 	if err != nil {
 		return nil, err
 	}
-	admin, err := freeTCP()
+	admin, err := scenario.FreeTCP()
 	if err != nil {
 		return nil, err
 	}
-	rtcPort, err := freeUDP()
+	rtcPort, err := scenario.FreeUDP()
 	if err != nil {
 		return nil, err
 	}

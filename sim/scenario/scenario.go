@@ -80,7 +80,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	e := &Env{}
 	life, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	pub, err := freeTCP()
+	pub, err := FreeTCP()
 	if err != nil {
 		cancel()
 		return nil, err
@@ -116,7 +116,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		}
 		pbxAddr = e.PBX.Addr().String()
 	}
-	rtcPort, err := freeUDP()
+	rtcPort, err := FreeUDP()
 	if err != nil {
 		e.Close()
 		return nil, err
@@ -197,7 +197,8 @@ func or(d, def time.Duration) time.Duration {
 	return d
 }
 
-func freeTCP() (string, error) {
+// FreeTCP returns a loopback address whose TCP port was free a moment ago.
+func FreeTCP() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -206,7 +207,8 @@ func freeTCP() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func freeUDP() (int, error) {
+// FreeUDP returns a loopback UDP port that was free a moment ago.
+func FreeUDP() (int, error) {
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return 0, err
