@@ -160,4 +160,3 @@ func (c *child) stop(grace time.Duration) error {
 		return fmt.Errorf("loadgen: ponte ignored SIGTERM for %v and was killed", grace)
 	}
 }
-
