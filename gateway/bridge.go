@@ -32,7 +32,7 @@ const (
 	metaPT    = 111                   // Opus in Meta's offer
 	metaDTMF  = 126                   // telephone-event/8000 in Meta's offer
 	opusClock = 960                   // RFC 7587: Opus RTP clock is 48 kHz whatever the content
-	maxCatch  = 10                    // frames one tick may emit to catch up after a late wake-up (200 ms)
+	maxCatch  = 25                    // frames one tick may emit to catch up after a late wake-up (500 ms)
 	relayEnd  = 250 * time.Millisecond
 
 	maxDepthFrames = 3                // adaptive playout depth cap: 60 ms
@@ -55,9 +55,33 @@ type mediaParams struct {
 
 // pbxMedia is what the PBX answered.
 type pbxMedia struct {
-	Codec  string // PCMU, PCMA, opus
+	Codec  string // PCMU, PCMA, opus: what ponte sends (the first negotiated codec)
 	PT     uint8
 	DTMFPT int // -1 when the PBX has no telephone-event
+	// Alt are the answer's further codecs ponte can decode: the PBX may send
+	// any codec of its answer and switch mid-call (RFC 3264 §5.1, §6.1).
+	Alt []pbxCodec
+	// Ptime is the answer's a=ptime in ms (RFC 4566 §6); 0 means 20. Packets
+	// toward the PBX carry that much audio when transcoding.
+	Ptime int
+}
+
+// pbxCodec is one negotiated codec and its payload type.
+type pbxCodec struct {
+	Codec string
+	PT    uint8
+}
+
+// maxAltCodecs bounds the decoders made for one answer.
+const maxAltCodecs = 4
+
+// pbxPtime returns the packet duration toward the PBX: its a=ptime when it is
+// a whole number of 10 ms in [10, 60] (what G.711 endpoints use), else 20 ms.
+func pbxPtime(ms int) time.Duration {
+	if ms < 10 || ms > 60 || ms%10 != 0 {
+		return frameDur
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // Bridge moves audio and DTMF between Meta's leg and the PBX's leg.
@@ -133,7 +157,7 @@ func (b *Bridge) goSafe(name string, f func()) {
 // played toward the PBX.
 func (b *Bridge) SetPBX(m pbxMedia) error {
 	pass := m.Codec == "opus"
-	silence, err := silenceFrame("opus", b.params)
+	silence, err := silenceFrame("opus", b.params, pcmFrame)
 	if err != nil {
 		return err
 	}
@@ -143,21 +167,42 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 	toMeta.silence = silence
 	if !pass {
 		if toMeta.dec, err = transcode.NewDecoder(m.Codec, pcmRate); err == nil {
+			toMeta.lastDec = toMeta.dec
 			toMeta.enc, err = transcode.NewEncoder("opus", pcmRate, transcode.EncoderOptions{
 				Complexity: b.params.Complexity, Bitrate: b.params.Bitrate, FEC: true, PacketLossPerc: 5,
 			})
+		}
+		for _, c := range m.Alt {
+			if err != nil || len(toMeta.alt) == maxAltCodecs {
+				break
+			}
+			if c.PT == m.PT || c.PT == cnPT || int(c.PT) == m.DTMFPT {
+				continue
+			}
+			var dec transcode.Decoder
+			if dec, err = transcode.NewDecoder(c.Codec, pcmRate); err == nil {
+				toMeta.alt = append(toMeta.alt, ptDecoder{pt: c.PT, dec: dec})
+			}
 		}
 	}
 	if pass && err == nil {
 		toMeta.probe, err = transcode.NewDecoder("opus", pcmRate)
 	}
 	toMeta.accepting = err == nil
+	toMeta.acceptFrom = time.Now()
 	toMeta.mu.Unlock()
 	if err != nil {
 		return err
 	}
 
-	pbxSilence, err := silenceFrame(m.Codec, b.params)
+	// Opus passes through at Meta's 20 ms (RFC 7587 receivers take any
+	// frame size); transcoded audio is repacketised to the PBX's ptime.
+	slot := frameDur
+	if !pass {
+		slot = pbxPtime(m.Ptime)
+	}
+	outN := int(slot / (time.Second / pcmRate))
+	pbxSilence, err := silenceFrame(m.Codec, b.params, outN)
 	if err != nil {
 		return err
 	}
@@ -166,10 +211,12 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 	defer toPBX.mu.Unlock()
 	toPBX.outPT = m.PT
 	toPBX.outDTMFPT, toPBX.hasDTMF = uint8(max(m.DTMFPT, 0)), m.DTMFPT >= 0
-	toPBX.clock = uint32(transcode.ClockRate(m.Codec) / 50)
+	toPBX.slotDur, toPBX.outN = slot, outN
+	toPBX.clock = transcode.TimestampStep(m.Codec, slot)
 	toPBX.silence = pbxSilence
 	if !pass {
 		if toPBX.dec, err = transcode.NewDecoder("opus", pcmRate); err == nil {
+			toPBX.lastDec = toPBX.dec
 			toPBX.enc, err = transcode.NewEncoder(m.Codec, pcmRate, transcode.EncoderOptions{})
 		}
 		if err != nil {
@@ -245,16 +292,16 @@ func (b *Bridge) playout(ctx context.Context) {
 	}
 }
 
-// silenceFrame encodes 20 ms of silence once per call, for the ticks when the
+// silenceFrame encodes one packet of silence once per call, for the ticks when the
 // other side sends nothing: Meta drops a call after 20 s (start) or 30 s
 // (mid-call) without business media (reference §5.5).
-func silenceFrame(codec string, p mediaParams) ([]byte, error) {
+func silenceFrame(codec string, p mediaParams, samples int) ([]byte, error) {
 	enc, err := transcode.NewEncoder(codec, pcmRate, transcode.EncoderOptions{Complexity: p.Complexity, Bitrate: p.Bitrate})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 256)
-	n, err := enc.Encode(make([]int16, pcmFrame), out)
+	out := make([]byte, max(256, samples)) // G.711: a byte per sample
+	n, err := enc.Encode(make([]int16, samples), out)
 	if err != nil {
 		return nil, err
 	}

@@ -23,13 +23,16 @@ type direction struct {
 	mu   sync.Mutex
 
 	// source side (reader goroutine, under mu)
-	accepting bool // false: discard what arrives (before the PBX's 200)
-	inPT      uint8
-	inDTMFPT  int
-	srcSSRC   uint32
-	haveSrc   bool
-	jb        *transcode.JitterBuffer
-	relay     eventRelay
+	accepting  bool      // false: discard what arrives (before the PBX's 200)
+	acceptFrom time.Time // packets read before this are discarded too
+	inPT       uint8
+	inDTMFPT   int
+	alt        []ptDecoder // further negotiated PTs, each with its own decoder (RFC 3264 §5.1)
+	tag        []byte      // scratch: the payload prefixed with its PT for the jitter buffer
+	srcSSRC    uint32
+	haveSrc    bool
+	jb         *transcode.JitterBuffer
+	relay      eventRelay
 
 	// sink side (playout goroutine, under mu)
 	out       rtpLeg
@@ -39,7 +42,9 @@ type direction struct {
 	tsBase    uint32
 	seq       uint16
 	ssrc      uint32
-	clock     uint32 // timestamp units per 20 ms frame (960 for Opus, 160 for G.711)
+	clock     uint32        // timestamp units per slot (960 for Opus, 160 for G.711 at 20 ms)
+	slotDur   time.Duration // outgoing packet duration: 20 ms, or the PBX's a=ptime
+	outN      int           // PCM samples per outgoing packet when transcoding
 	outPT     uint8
 	outDTMFPT uint8
 	hasDTMF   bool
@@ -59,7 +64,16 @@ type direction struct {
 
 	pcm []int16
 	buf []byte
-	hdr rtp.Header
+
+	// The decoded PCM waits in a FIFO so any packet size in (10, 20, 30 ms,
+	// several codecs) can feed any packet size out; last* describe the last
+	// decoded packet, for concealing a lost one of the same size and codec.
+	fifo    []int16
+	fifoN   int
+	lastDec transcode.Decoder
+	lastN   int
+	cn      bool // the source sent comfort noise and nothing since (RFC 3389)
+	hdr     rtp.Header
 
 	st DirStats
 }
@@ -70,8 +84,14 @@ type DirStats struct {
 	EventsIn                                                uint64 // telephone-event packets received
 	Digits                                                  uint64
 	SSRCChanges                                             uint64
+	ComfortNoise                                            uint64 // CN packets played as silence
 	Jitter                                                  transcode.JitterStats
 }
+
+const (
+	cnPT    = 13                    // RFC 3551 static PT for CN (RFC 3389)
+	fifoCap = pcmFrame*2 + 1500 + 8 // a part-played slot plus the largest payload G.711 can carry
+)
 
 func newDirection(name string, out rtpLeg, target, maxDepth int) *direction {
 	return &direction{
@@ -85,7 +105,12 @@ func newDirection(name string, out rtpLeg, target, maxDepth int) *direction {
 		target:    target,
 		minTarget: target,
 		clock:     160,
+		slotDur:   frameDur,
+		outN:      pcmFrame,
+		lastN:     pcmFrame,
 		pcm:       make([]int16, pcmFrame*6), // room for up to 120 ms in one packet
+		fifo:      make([]int16, fifoCap),
+		tag:       make([]byte, 1500),
 		buf:       make([]byte, 1500),
 		ssrc:      newSSRC(),
 		seq:       uint16(rand.Uint32()),
@@ -95,7 +120,10 @@ func newDirection(name string, out rtpLeg, target, maxDepth int) *direction {
 
 // receive handles one packet from the source leg. Caller holds mu.
 func (d *direction) receive(p *rtp.Packet, now time.Time) {
-	if !d.accepting {
+	// A packet read before the direction opened is early media even if its
+	// reader only got the lock afterwards (the playout clock holds it while
+	// encoding), so the read time decides, not the lock order.
+	if !d.accepting || now.Before(d.acceptFrom) {
 		d.st.Discarded++
 		return
 	}
@@ -117,11 +145,51 @@ func (d *direction) receive(p *rtp.Packet, now time.Time) {
 		if ev, err := transcode.ParseEvent(p.Payload); err == nil {
 			d.relay.Push(p.Timestamp, ev, now)
 		}
-	case p.PayloadType == d.inPT:
-		d.jb.Push(p.SequenceNumber, p.Timestamp, p.Payload)
+	case p.PayloadType == d.inPT || p.PayloadType == cnPT || d.decoderFor(p.PayloadType) != nil:
+		// Audio and CN share the sequence space, so both go through the
+		// jitter buffer, each tagged with its PT: the PBX may switch between
+		// the codecs of its answer from one packet to the next (RFC 3264 §5.1).
+		d.tag[0] = p.PayloadType
+		n := copy(d.tag[1:], p.Payload)
+		d.jb.Push(p.SequenceNumber, p.Timestamp, d.tag[:1+n])
 	default:
-		d.st.Discarded++ // comfort noise or a codec we did not negotiate
+		d.st.Discarded++ // a codec we did not negotiate
 	}
+}
+
+// decoderFor returns the decoder of a negotiated PT, nil for any other.
+func (d *direction) decoderFor(pt uint8) transcode.Decoder {
+	if pt == d.inPT {
+		return d.dec
+	}
+	for i := range d.alt {
+		if d.alt[i].pt == pt {
+			return d.alt[i].dec
+		}
+	}
+	return nil
+}
+
+// pop takes the next packet from the jitter buffer and splits off its PT tag.
+func (d *direction) pop() (uint8, []byte, transcode.PopStatus) {
+	payload, _, st := d.jb.Pop()
+	if st != transcode.PopOK {
+		return 0, nil, st
+	}
+	if len(payload) == 0 {
+		return 0, nil, transcode.PopLost
+	}
+	return payload[0], payload[1:], st
+}
+
+// peekNext is PeekNext without the tag; only a packet of pt qualifies (FEC
+// data belongs to the codec that sent it).
+func (d *direction) peekNext(pt uint8) ([]byte, bool) {
+	payload, ok := d.jb.PeekNext()
+	if !ok || len(payload) < 2 || payload[0] != pt {
+		return nil, false
+	}
+	return payload[1:], true
 }
 
 // openAt starts the outgoing stream. Caller holds mu.
@@ -147,8 +215,9 @@ func (d *direction) tickLocked(now time.Time) {
 		return
 	}
 	d.now = now
-	due := uint32(now.Sub(d.start)/frameDur) + 1
-	for n := 0; d.slots < due && n < maxCatch; n++ {
+	due := uint32(now.Sub(d.start)/d.slotDur) + 1
+	catch := max(1, int(maxCatch*frameDur/d.slotDur))
+	for n := 0; d.slots < due && n < catch; n++ {
 		if d.holding = d.holdForLate(due); d.holding {
 			break
 		}
@@ -157,8 +226,11 @@ func (d *direction) tickLocked(now time.Time) {
 	}
 	d.adapt(now)
 	// Asleep for longer than maxCatch frames: skip the missed slots so the
-	// timestamps keep following wall-clock time.
-	d.slots = max(d.slots, due)
+	// timestamps keep following wall-clock time. A held slot is not skipped:
+	// it leaves, with its own timestamp, when its packet arrives.
+	if !d.holding {
+		d.slots = max(d.slots, due)
+	}
 }
 
 func (d *direction) emit(now time.Time) {
@@ -188,7 +260,10 @@ func (d *direction) emit(now time.Time) {
 // stream stays on wall-clock time; the packet just leaves a little later.
 // Beyond holdSlots it is a real gap: conceal, then silence.
 func (d *direction) holdForLate(due uint32) bool {
-	return d.hadAudio && d.underrun == 0 && !d.relay.Active() && d.jb.Len() == 0 && due-d.slots <= holdSlots
+	// With packet sizes that differ between the sides (ptime 10/30), a slot
+	// may need more than one buffered packet.
+	short := d.fifoN+d.jb.Len()*max(d.lastN, 1) < d.outN
+	return d.hadAudio && d.underrun == 0 && !d.cn && !d.relay.Active() && short && due-d.slots <= holdSlots
 }
 
 // adapt moves the playout depth: one frame deeper after an underrun of a
@@ -208,18 +283,20 @@ func (d *direction) adapt(now time.Time) {
 	}
 }
 
-// popAudio consumes one frame's worth of audio without playing it (audio is
-// muted while an event is relayed). When transcoding, the frame is still
+// popAudio consumes one slot's worth of audio without playing it (audio is
+// muted while an event is relayed). When transcoding, the audio is still
 // decoded: an Opus decoder that skips a packet its encoder produced falls out
 // of step and distorts the next few hundred milliseconds.
 func (d *direction) popAudio() {
-	payload, _, st := d.jb.Pop()
-	if st != transcode.PopOK {
+	if d.dec != nil {
+		if d.nextPCM() != nil {
+			d.consume()
+		}
+		d.st.Discarded++
 		return
 	}
-	d.st.Discarded++
-	if d.dec != nil {
-		_, _ = d.dec.Decode(payload, d.pcm)
+	if _, _, st := d.pop(); st == transcode.PopOK {
+		d.st.Discarded++
 	}
 }
 
@@ -227,77 +304,155 @@ func (d *direction) popAudio() {
 // transcoding, forwarded as is in passthrough, concealed on loss and silence
 // when the source has nothing.
 func (d *direction) nextAudio() []byte {
-	for skip := 0; ; skip++ {
-		payload, _, st := d.jb.Pop()
-		if d.dec == nil { // passthrough: Opus on both sides
-			if st == transcode.PopOK {
-				d.hadAudio, d.underrun = true, 0
-				// Only silence may be dropped here: skipping an Opus packet
-				// the receiver's decoder expects distorts the next few
-				// hundred milliseconds. The probe decoder runs only while
-				// there is a backlog to win back.
-				if skip < 3 && d.backlog() && d.probeSilent(payload) && d.shouldCompress(true) {
-					continue
-				}
-				n := copy(d.buf, payload)
-				return d.buf[:n]
-			}
-			// A lost packet or a short underrun: skip the slot (timestamps
-			// still advance) and let the receiver's Opus PLC cover it; after
-			// three empty slots send silence so the stream never stops.
-			d.underrun++
-			if d.hadAudio && d.underrun <= 3 {
-				d.st.Concealed++
-				return nil
-			}
-			d.st.Silence++
+	if d.dec != nil {
+		pcm := d.nextPCM()
+		if pcm == nil {
 			return d.silence
 		}
-		pcm := d.pcm[:pcmFrame]
-		var err error
-		switch st {
-		case transcode.PopOK:
-			var n int
-			n, err = d.dec.Decode(payload, d.pcm)
-			if n > 0 {
-				pcm = d.pcm[:min(n, pcmFrame)]
-			}
-			d.hadAudio, d.underrun = true, 0
-		case transcode.PopLost:
-			// RFC 6716 in-band FEC: the next packet carries a low-rate copy of
-			// this one; otherwise libopus PLC.
-			if next, ok := d.jb.PeekNext(); ok {
-				_, err = d.dec.DecodeFEC(next, pcm)
-			} else {
-				_, err = d.dec.Conceal(pcm)
-			}
-			d.st.Concealed++
-		default: // underrun
-			d.underrun++
-			if d.hadAudio && d.underrun <= 3 {
-				_, err = d.dec.Conceal(pcm)
-				d.st.Concealed++
-			} else {
-				d.st.Silence++
-				return d.silence
-			}
-		}
-		if err != nil {
-			clear(pcm)
-		}
-		if st == transcode.PopOK && skip < 3 && d.shouldCompress(silent(pcm)) {
-			continue
-		}
 		n, err := d.enc.Encode(pcm, d.buf)
+		d.consume()
 		if err != nil || n == 0 {
 			return d.silence
 		}
 		return d.buf[:n]
 	}
+	for skip := 0; ; skip++ {
+		// passthrough: Opus on both sides
+		pt, payload, st := d.pop()
+		if st == transcode.PopOK && pt == cnPT {
+			d.playCN()
+			d.st.Silence++
+			return d.silence
+		}
+		if st == transcode.PopOK {
+			d.hadAudio, d.underrun, d.cn = true, 0, false
+			// Only silence may be dropped here: skipping an Opus packet
+			// the receiver's decoder expects distorts the next few
+			// hundred milliseconds. The probe decoder runs only while
+			// there is a backlog to win back.
+			if skip < 3 && d.backlog() && d.probeSilent(payload) && d.shouldCompress(true) {
+				continue
+			}
+			n := copy(d.buf, payload)
+			return d.buf[:n]
+		}
+		// A lost packet or a short underrun: skip the slot (timestamps
+		// still advance) and let the receiver's Opus PLC cover it; after
+		// three empty slots send silence so the stream never stops.
+		d.underrun++
+		if d.hadAudio && !d.cn && d.underrun <= 3 {
+			d.st.Concealed++
+			return nil
+		}
+		d.st.Silence++
+		return d.silence
+	}
+}
+
+// playCN handles an RFC 3389 comfort-noise packet: the source is in a silent
+// stretch and sends CN instead of audio (RFC 3389 §4). It is played as
+// silence until audio returns, not concealed as loss: PLC would replay the
+// last word, and an underrun that grows the playout depth would add delay.
+func (d *direction) playCN() {
+	d.cn, d.hadAudio, d.underrun = true, true, 0
+	d.st.ComfortNoise++
+}
+
+// nextPCM fills the FIFO with at least outN samples of decoded audio (or
+// concealment) and returns them; nil means the source has been silent long
+// enough to send the prepared silence frame.
+func (d *direction) nextPCM() []int16 {
+	need := d.outN
+	for skip := 0; d.fifoN < need; {
+		pt, payload, st := d.pop()
+		switch st {
+		case transcode.PopOK:
+			room := d.fifo[d.fifoN:]
+			if pt == cnPT {
+				d.playCN()
+				n := min(d.lastN, len(room))
+				clear(room[:n])
+				d.fifoN += n
+				continue
+			}
+			dec := d.decoderFor(pt)
+			if dec == nil {
+				d.st.Discarded++
+				continue
+			}
+			n, err := dec.Decode(payload, room)
+			if err != nil || n == 0 {
+				d.st.Discarded++
+				continue
+			}
+			d.hadAudio, d.underrun, d.cn = true, 0, false
+			d.lastDec, d.lastN = dec, n
+			if skip < 3 && d.shouldCompress(silent(room[:n])) {
+				skip++
+				continue
+			}
+			d.fifoN += n
+		case transcode.PopLost:
+			// RFC 6716 in-band FEC: the next packet carries a low-rate copy of
+			// this one; otherwise the decoder's concealment. The lost packet is
+			// taken to be as long as the last one.
+			dst := d.fifo[d.fifoN : d.fifoN+min(d.lastN, len(d.fifo)-d.fifoN)]
+			var err error
+			if next, ok := d.peekNext(d.lastPT()); ok {
+				_, err = d.lastDec.DecodeFEC(next, dst)
+			} else {
+				_, err = d.lastDec.Conceal(dst)
+			}
+			if err != nil {
+				clear(dst)
+			}
+			d.fifoN += len(dst)
+			d.st.Concealed++
+		default: // underrun
+			d.underrun++
+			dst := d.fifo[d.fifoN:need]
+			switch {
+			case d.hadAudio && !d.cn && d.underrun <= 3:
+				if _, err := d.lastDec.Conceal(dst); err != nil {
+					clear(dst)
+				}
+				d.st.Concealed++
+			case d.fifoN == 0:
+				d.st.Silence++
+				return nil
+			default:
+				clear(dst) // the rest of the slot after the last packet
+			}
+			d.fifoN = need
+		}
+	}
+	return d.fifo[:need]
+}
+
+// lastPT is the payload type of the last decoded packet's decoder.
+func (d *direction) lastPT() uint8 {
+	for i := range d.alt {
+		if d.alt[i].dec == d.lastDec {
+			return d.alt[i].pt
+		}
+	}
+	return d.inPT
+}
+
+// consume drops the outN samples just played from the FIFO.
+func (d *direction) consume() {
+	n := min(d.outN, d.fifoN)
+	d.fifoN = copy(d.fifo, d.fifo[n:d.fifoN])
 }
 
 // backlog reports whether more is buffered than the playout depth needs.
 func (d *direction) backlog() bool { return d.winBack && d.jb.Len() > d.target }
+
+// ptDecoder is the decoder of one further negotiated payload type.
+type ptDecoder struct {
+	pt  uint8
+	dec transcode.Decoder
+}
 
 // probeSilent decodes a passthrough packet only to measure its level.
 func (d *direction) probeSilent(payload []byte) bool {

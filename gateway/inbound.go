@@ -334,7 +334,7 @@ func (c *call) afterAnswer(leg interface {
 
 // startPBXMedia points RTP at the PBX's answer and opens the bridge.
 func (c *call) startPBXMedia(rtpSess *sip.RTPSession, md *sip.MediaDesc, trunk *config.Trunk) error {
-	pm, ok := chooseCodec(md, trunk.Codecs)
+	pm, ok := pbxMediaFromAnswer(md, trunk.Codecs)
 	if !ok {
 		return fmt.Errorf("%w: the PBX answered no codec of %v", ErrSIP, trunk.Codecs)
 	}

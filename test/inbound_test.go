@@ -203,7 +203,11 @@ func TestInboundPBXSSRCChange(t *testing.T) {
 	}
 	checkDrift(t, w, st.MaxDriftMs, acc)
 	if r := caller.Heard().Report(acc.Add(500*time.Millisecond), acc.Add(4400*time.Millisecond)); r.ToneRatio < 0.97 || r.MaxGap > 60*time.Millisecond {
-		t.Errorf("tone across the SSRC change: %.1f%%, longest gap %v", r.ToneRatio*100, r.MaxGap)
+		if st := w.worst(acc, acc.Add(4400*time.Millisecond)); st >= stallLimit {
+			t.Logf("tone across the SSRC change %.1f%%, longest gap %v, excused by a measured %v CPU stall", r.ToneRatio*100, r.MaxGap, st)
+		} else {
+			t.Errorf("tone across the SSRC change: %.1f%%, longest gap %v", r.ToneRatio*100, r.MaxGap)
+		}
 	}
 	hangupAndWait(t, env, caller, pc)
 }
@@ -214,6 +218,7 @@ func TestInboundPBXSilentKeepsMetaFed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("35 s test; run without -short")
 	}
+	w := startStallWatch(t)
 	env := startEnv(t, scenario.Options{PBX: pbx.Config{Silent: true}})
 	caller, pc := connected(t, env, wasim.CallOptions{})
 	time.Sleep(35 * time.Second)
@@ -223,8 +228,22 @@ func TestInboundPBXSilentKeepsMetaFed(t *testing.T) {
 	default:
 	}
 	st := caller.Stream()
-	if st.MinPPS < 45 || len(st.PPS) < 34 {
-		t.Errorf("packets per second toward Meta: min %d over %d windows", st.MinPPS, len(st.PPS))
+	if len(st.PPS) < 34 {
+		t.Errorf("only %d one-second windows of packets toward Meta", len(st.PPS))
+	}
+	// A window may fall short only when this process was starved longer than
+	// the playout clock's 500 ms catch-up (the caller counting in the same
+	// process); the stall is measured, never assumed.
+	for i, n := range st.PPS[:len(st.PPS)-1] {
+		if n >= 45 {
+			continue
+		}
+		from := st.FirstRTP.Add(time.Duration(i) * time.Second)
+		if stall := w.worst(from.Add(-time.Second), from.Add(time.Second)); stall >= 500*time.Millisecond {
+			t.Logf("window %d: %d packets, excused by a measured %v CPU stall", i, n, stall)
+			continue
+		}
+		t.Errorf("window %d: %d packets/s toward Meta, want >= 45", i, n)
 	}
 	hangupAndWait(t, env, caller, pc)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -46,6 +47,10 @@ type Call struct {
 	tsStep   uint32
 	enc      transcode.Encoder
 	dec      transcode.Decoder
+	// every answered codec (codec first) with its encoder and decoder
+	codecs   []psip.CodecDesc
+	encs     []transcode.Encoder
+	decs     []transcode.Decoder
 	analyzer *audio.Analyzer
 	det      *transcode.Detector
 
@@ -61,6 +66,8 @@ type Call struct {
 	ackedAt        time.Time
 	firstRTPSentAt time.Time
 	digits         []ReceivedDigit
+	rxSizes        map[int]int // samples per received audio packet -> packets
+	rxPTs          map[uint8]int
 	jobs           []*dtmfJob
 	endedBy        string
 	byeReason      string
@@ -69,14 +76,28 @@ type Call struct {
 }
 
 func newCall(p *PBX, req *sip.Request, offer *psip.MediaDesc, codec psip.CodecDesc) (*Call, error) {
-	enc, err := transcode.NewEncoder(codec.Name, 8000, transcode.EncoderOptions{})
-	if err != nil {
-		return nil, err
+	codecs := []psip.CodecDesc{codec}
+	if p.cfg.AnswerAllCodecs {
+		for _, name := range p.cfg.Codecs {
+			if cd, ok := offer.Codec(name); ok && cd.PT != codec.PT {
+				codecs = append(codecs, cd)
+			}
+		}
 	}
-	dec, err := transcode.NewDecoder(codec.Name, 8000)
-	if err != nil {
-		return nil, err
+	var encs []transcode.Encoder
+	var decs []transcode.Decoder
+	for _, cd := range codecs {
+		enc, err := transcode.NewEncoder(cd.Name, 8000, transcode.EncoderOptions{})
+		if err != nil {
+			return nil, err
+		}
+		dec, err := transcode.NewDecoder(cd.Name, 8000)
+		if err != nil {
+			return nil, err
+		}
+		encs, decs = append(encs, enc), append(decs, dec)
 	}
+	enc, dec := encs[0], decs[0]
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: p.addr.Addr().AsSlice()})
 	if err != nil {
 		return nil, err
@@ -85,8 +106,9 @@ func newCall(p *PBX, req *sip.Request, offer *psip.MediaDesc, codec psip.CodecDe
 		p: p, invite: req, offer: offer, codec: codec, callID: req.CallID().Value(),
 		localTag: randHex(8), sessID: rand.Uint64N(1 << 62), rtp: conn,
 		local:  conn.LocalAddr().(*net.UDPAddr).AddrPort(),
-		tsStep: uint32(transcode.ClockRate(codec.Name) / 50),
-		enc:    enc, dec: dec,
+		tsStep: uint32(transcode.ClockRate(codec.Name) * p.cfg.Ptime / 1000),
+		enc:    enc, dec: dec, codecs: codecs, encs: encs, decs: decs,
+		rxSizes: map[int]int{}, rxPTs: map[uint8]int{},
 		analyzer: audio.NewAnalyzer(8000, p.cfg.ExpectToneHz, p.cfg.ExpectDBFS),
 		det:      transcode.NewDetector(time.Second),
 		ackCh:    make(chan struct{}), ended: make(chan struct{}),
@@ -103,6 +125,24 @@ func (c *Call) Offer() *psip.MediaDesc { return c.offer }
 
 // Codec is the negotiated codec (with the offerer's PT).
 func (c *Call) Codec() psip.CodecDesc { return c.codec }
+
+// Codecs are the codecs of the answer, the first one first.
+func (c *Call) Codecs() []psip.CodecDesc { return c.codecs }
+
+// ReceivedPacketSizes counts the audio packets received by their sample
+// count (a PBX with a=ptime:30 expects 240).
+func (c *Call) ReceivedPacketSizes() map[int]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.rxSizes)
+}
+
+// ReceivedPTs counts the packets received by payload type.
+func (c *Call) ReceivedPTs() map[uint8]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.rxPTs)
+}
 
 // AnsweredAt is when the 200 was sent.
 func (c *Call) AnsweredAt() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.answeredAt }
@@ -164,7 +204,7 @@ func (c *Call) acked() {
 
 func (c *Call) answerSDP() []byte {
 	return psip.BuildSDP(psip.SDPSpec{
-		Addr: c.local, Codecs: []psip.CodecDesc{c.codec}, DTMFPT: int(c.p.cfg.DTMFPT),
+		Addr: c.local, Codecs: c.codecs, DTMFPT: int(c.p.cfg.DTMFPT), Ptime: c.p.cfg.Ptime,
 		Direction: psip.AnswerDirection(c.offer.Direction), SessID: c.sessID, Version: c.sessID,
 	})
 }

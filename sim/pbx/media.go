@@ -11,16 +11,16 @@ import (
 	"github.com/ponte-gw/ponte/transcode"
 )
 
-const frameDur = 20 * time.Millisecond
-
-// sendLoop sends one 20 ms packet per tick from the answer (or 183): tone,
-// marker, or RFC 4733 events while a digit is being sent.
+// sendLoop sends one packet of Config.Ptime (default 20 ms) per tick from
+// the answer (or 183): tone, marker, RFC 4733 events while a digit is being
+// sent, or RFC 3389 comfort noise during the configured stretch.
 func (c *Call) sendLoop() {
 	cfg := c.p.cfg
 	gen := transcode.NewToneGen(cfg.ToneHz, 8000, transcode.AmpForDBFS(cfg.ToneDBFS))
 	earlyGen := transcode.NewToneGen(cfg.EarlyToneHz, 8000, transcode.AmpForDBFS(cfg.ToneDBFS))
 	greetGen := transcode.NewToneGen(cfg.GreetingHz, 8000, transcode.AmpForDBFS(cfg.ToneDBFS))
-	pcm := make([]int16, 160)
+	ptime := time.Duration(cfg.Ptime) * time.Millisecond
+	pcm := make([]int16, cfg.Ptime*8)
 	payload := make([]byte, 1500)
 	pkt := make([]byte, 1500)
 	h := rtp.Header{Version: 2, SSRC: rand.Uint32(), SequenceNumber: uint16(rand.Uint32()), Timestamp: rand.Uint32(), Marker: true}
@@ -32,9 +32,10 @@ func (c *Call) sendLoop() {
 		job      *dtmfJob
 		idx      int
 		nextAt   time.Time
-		dtmfStep = uint16(160) // 20 ms in the 8 kHz event clock (RFC 4733, Meta: never scaled)
+		dtmfStep = uint16(cfg.Ptime * 8) // one packet in the 8 kHz event clock (RFC 4733, Meta: never scaled)
+		lastCN   time.Time
 	)
-	tick := time.NewTicker(frameDur)
+	tick := time.NewTicker(ptime)
 	defer tick.Stop()
 	for {
 		select {
@@ -67,10 +68,26 @@ func (c *Call) sendLoop() {
 			idx++
 		}
 		var n int
-		pt := c.codec.PT
+		k := 0
+		if cfg.SwitchCodecEvery > 0 {
+			k = int(now.Sub(start)/cfg.SwitchCodecEvery) % len(c.codecs)
+		}
+		pt := c.codecs[k].PT
 		ts := h.Timestamp
 		marker := h.Marker
-		if ev.Active() {
+		inCN := cfg.CNFor > 0 && now.Sub(start) >= cfg.CNAfter && now.Sub(start) < cfg.CNAfter+cfg.CNFor
+		if inCN && !ev.Active() {
+			if now.Sub(lastCN) < cfg.CNInterval {
+				// RFC 3389 §4: between CN updates nothing is sent; the
+				// timestamp runs on, the sequence number does not.
+				h.Timestamp += c.tsStep
+				continue
+			}
+			lastCN = now
+			// RFC 3389 §3: one byte, the noise level in -dBov.
+			payload[0], n, pt = 70, 1, 13
+			h.Marker = true // the next audio packet starts a talkspurt (RFC 3551 §4.1)
+		} else if ev.Active() {
 			e, first := ev.Next(dtmfStep)
 			n = e.Put(payload)
 			pt, ts, marker = c.p.cfg.DTMFPT, evTS, first
@@ -94,7 +111,7 @@ func (c *Call) sendLoop() {
 				gen.Fill(pcm)
 			}
 			var err error
-			if n, err = c.enc.Encode(pcm, payload); err != nil {
+			if n, err = c.encs[k].Encode(pcm, payload); err != nil {
 				continue
 			}
 			h.Marker = false
@@ -152,12 +169,19 @@ func (c *Call) recvLoop() {
 			c.remote = from // symmetric RTP
 			c.mu.Unlock()
 		}
+		dec := c.decoderFor(p.PayloadType)
+		c.mu.Lock()
+		c.rxPTs[p.PayloadType]++
+		c.mu.Unlock()
 		switch {
-		case p.PayloadType == c.codec.PT:
-			k, err := c.dec.Decode(p.Payload, pcm)
+		case dec != nil:
+			k, err := dec.Decode(p.Payload, pcm)
 			if err != nil || k == 0 {
 				continue
 			}
+			c.mu.Lock()
+			c.rxSizes[k]++
+			c.mu.Unlock()
 			c.analyzer.Add(pcm[:k], now)
 			if f := c.p.cfg.OnAudio; f != nil {
 				f(c, pcm[:k], now)
@@ -175,6 +199,16 @@ func (c *Call) recvLoop() {
 			c.addDigit(d, p.PayloadType, now)
 		}
 	}
+}
+
+// decoderFor returns the decoder of an answered codec's PT, nil otherwise.
+func (c *Call) decoderFor(pt uint8) transcode.Decoder {
+	for i, cd := range c.codecs {
+		if cd.PT == pt {
+			return c.decs[i]
+		}
+	}
+	return nil
 }
 
 func (c *Call) addDigit(d transcode.Digit, pt uint8, at time.Time) {

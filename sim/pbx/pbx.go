@@ -32,19 +32,32 @@ type Auth = struct{ Username, Password string }
 
 // Config configures the simulator.
 type Config struct {
-	Listen          string        // "127.0.0.1:0": UDP, and TCP on the same port
-	Codecs          []string      // accepted codecs in preference order (default PCMU)
-	DTMFPT          uint8         // its telephone-event PT (default 101)
-	AnswerDelay     time.Duration // ring time before the final response
-	AnswerCode      int           // 200 (default) or a failure such as 486/603
-	EarlyMedia      bool          // 183 with SDP and tone before the 200
-	NoProvisional   bool          // no 180/183 (sipgo's transaction layer still sends 100 Trying after 200 ms, RFC 3261 §17.2.1)
-	ToneHz          float64       // tone it plays (default 1000)
-	ToneDBFS        float64       // tone level (default -12)
-	EarlyToneHz     float64       // tone during early media (183), if set; else ToneHz
-	GreetingHz      float64       // tone for the first GreetingDur after the 200 (the callee's "hello"), if set
-	GreetingDur     time.Duration
-	Marker          *audio.MarkerSender
+	Listen        string        // "127.0.0.1:0": UDP, and TCP on the same port
+	Codecs        []string      // accepted codecs in preference order (default PCMU)
+	DTMFPT        uint8         // its telephone-event PT (default 101)
+	AnswerDelay   time.Duration // ring time before the final response
+	AnswerCode    int           // 200 (default) or a failure such as 486/603
+	EarlyMedia    bool          // 183 with SDP and tone before the 200
+	NoProvisional bool          // no 180/183 (sipgo's transaction layer still sends 100 Trying after 200 ms, RFC 3261 §17.2.1)
+	ToneHz        float64       // tone it plays (default 1000)
+	ToneDBFS      float64       // tone level (default -12)
+	EarlyToneHz   float64       // tone during early media (183), if set; else ToneHz
+	GreetingHz    float64       // tone for the first GreetingDur after the 200 (the callee's "hello"), if set
+	GreetingDur   time.Duration
+	Marker        *audio.MarkerSender
+	// AnswerAllCodecs answers with every codec of Codecs the offer has (in
+	// Codecs order) instead of the first only; the first is sent unless
+	// SwitchCodecEvery rotates through them (RFC 3264 §5.1 allows either).
+	AnswerAllCodecs  bool
+	SwitchCodecEvery time.Duration
+	// Ptime is the answer's a=ptime and the duration of the packets it sends
+	// (ms; default 20).
+	Ptime int
+	// From CNAfter for CNFor, it sends RFC 3389 comfort noise (PT 13)
+	// instead of audio: one CN packet at the start and then one every
+	// CNInterval (default 200 ms), nothing in between (RFC 3389 §4).
+	CNAfter, CNFor  time.Duration
+	CNInterval      time.Duration
 	Silent          bool                                     // send no RTP at all
 	SilentAfter     time.Duration                            // stop sending RTP after this long (0 = never)
 	ChangeSSRCAfter time.Duration                            // switch to a new SSRC/seq/ts base mid-call (0 = never)
@@ -95,6 +108,12 @@ func Start(ctx context.Context, cfg Config) (*PBX, error) {
 	}
 	if cfg.ToneHz == 0 {
 		cfg.ToneHz = 1000
+	}
+	if cfg.Ptime <= 0 {
+		cfg.Ptime = 20
+	}
+	if cfg.CNInterval <= 0 {
+		cfg.CNInterval = 200 * time.Millisecond
 	}
 	if cfg.ToneDBFS == 0 {
 		cfg.ToneDBFS = -12

@@ -311,3 +311,62 @@ func TestRejectUnsupportedCodec(t *testing.T) {
 		t.Fatalf("want 488, got %v", err)
 	}
 }
+
+// TestCodecOptions: AnswerAllCodecs answers every accepted codec of the
+// offer, SwitchCodecEvery alternates the sending PT, Ptime sets a=ptime and
+// the packet size, and CN is sent as RFC 3389 packets with nothing between.
+func TestCodecOptions(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		cfg     pbx.Config
+		ptime   int
+		wantPTs []uint8
+		cn      bool
+	}{
+		{"pcmu+pcma switching", pbx.Config{Codecs: []string{"PCMU", "PCMA"}, AnswerAllCodecs: true, SwitchCodecEvery: 200 * time.Millisecond}, 20, []uint8{0, 8}, false},
+		{"ptime 10", pbx.Config{Ptime: 10}, 10, []uint8{0}, false},
+		{"ptime 30", pbx.Config{Ptime: 30}, 30, []uint8{0}, false},
+		{"comfort noise", pbx.Config{CNAfter: 200 * time.Millisecond, CNFor: 500 * time.Millisecond, CNInterval: 100 * time.Millisecond}, 20, []uint8{0, 13}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l := dial(t, c.cfg, "PCMU", "PCMA")
+			if l.answer.Ptime != c.ptime {
+				t.Fatalf("answer ptime %d, want %d", l.answer.Ptime, c.ptime)
+			}
+			if c.cfg.AnswerAllCodecs && (len(l.answer.Codecs) != 2 || l.answer.Codecs[0].Name != "PCMU" || l.answer.Codecs[1].Name != "PCMA") {
+				t.Fatalf("answer codecs %+v", l.answer.Codecs)
+			}
+			pkts := collect(t, l.media, time.Second)
+			seen := map[uint8]int{}
+			for i, p := range pkts {
+				seen[p.h.PayloadType]++
+				switch p.h.PayloadType {
+				case 13:
+					if len(p.payload) != 1 {
+						t.Fatalf("CN packet %d: %d bytes", i, len(p.payload))
+					}
+				default:
+					if len(p.payload) != c.ptime*8 {
+						t.Fatalf("packet %d: %d bytes, want %d", i, len(p.payload), c.ptime*8)
+					}
+				}
+				if i > 0 && p.h.SequenceNumber != pkts[i-1].h.SequenceNumber+1 {
+					t.Fatalf("packet %d: sequence not continuous", i)
+				}
+			}
+			for _, pt := range c.wantPTs {
+				if seen[pt] < 2 {
+					t.Errorf("PT %d sent %d times (all: %v)", pt, seen[pt], seen)
+				}
+			}
+			if c.cn {
+				// 500 ms at one CN per 100 ms instead of 25 audio packets.
+				if seen[13] < 4 || seen[13] > 6 || seen[0] > 50-25+3 {
+					t.Errorf("sent %v: want about 5 CN packets replacing 25 audio packets", seen)
+				}
+			} else if len(pkts) < 1000/c.ptime*8/10 {
+				t.Errorf("%d packets in 1 s at ptime %d", len(pkts), c.ptime)
+			}
+		})
+	}
+}
