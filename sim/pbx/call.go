@@ -35,6 +35,7 @@ type dtmfJob struct {
 
 // Call is one INVITE the simulator accepted.
 type Call struct {
+	sendMu   sync.Mutex // orders the 200 against media frames (see sendLoop)
 	p        *PBX
 	invite   *sip.Request
 	offer    *psip.MediaDesc
@@ -286,10 +287,13 @@ func (c *Call) ring(tx sip.ServerTransaction) {
 		return
 	}
 	ok := c.response(200, "OK", c.answerSDP())
+	c.sendMu.Lock() // no early-media frame may be chosen before and sent after the 200
 	c.mu.Lock()
 	c.answeredAt = time.Now()
 	c.mu.Unlock()
-	if err := tx.Respond(ok); err != nil {
+	err := tx.Respond(ok)
+	c.sendMu.Unlock()
+	if err != nil {
 		c.end("local", "")
 		return
 	}

@@ -37,6 +37,7 @@ func (c *Call) sendLoop() {
 	)
 	tick := time.NewTicker(ptime)
 	defer tick.Stop()
+	locked := false // sendMu held for the frame being built
 	for {
 		select {
 		case <-c.ended:
@@ -99,6 +100,11 @@ func (c *Call) sendLoop() {
 				}
 			}
 		} else {
+			// Hold sendMu from choosing the tone to the write, so a frame
+			// chosen as early media never leaves after the 200 (the answer
+			// path holds it around answeredAt and the 200).
+			c.sendMu.Lock()
+			locked = true
 			answered := c.AnsweredAt()
 			switch {
 			case cfg.Marker != nil:
@@ -112,6 +118,8 @@ func (c *Call) sendLoop() {
 			}
 			var err error
 			if n, err = c.encs[k].Encode(pcm, payload); err != nil {
+				c.sendMu.Unlock()
+				locked = false
 				continue
 			}
 			h.Marker = false
@@ -123,13 +131,22 @@ func (c *Call) sendLoop() {
 		out := rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: h.SequenceNumber, Timestamp: ts, SSRC: h.SSRC, Marker: marker}
 		m, err := out.MarshalTo(pkt)
 		if err != nil {
+			if locked {
+				c.sendMu.Unlock()
+				locked = false
+			}
 			continue
 		}
 		m += copy(pkt[m:], payload[:n])
 		c.mu.Lock()
 		dst := c.remote
 		c.mu.Unlock()
-		if _, err := c.rtp.WriteToUDPAddrPort(pkt[:m], dst); err != nil && errors.Is(err, net.ErrClosed) {
+		_, werr := c.rtp.WriteToUDPAddrPort(pkt[:m], dst)
+		if locked {
+			c.sendMu.Unlock()
+			locked = false
+		}
+		if werr != nil && errors.Is(werr, net.ErrClosed) {
 			return
 		}
 		c.mu.Lock()
