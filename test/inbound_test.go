@@ -47,7 +47,7 @@ func TestInboundAudio(t *testing.T) {
 			if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 || st.SeqBackwards != 0 {
 				t.Errorf("toward Meta: SSRCs %v, max sequence step %d, backwards %d", st.SSRCs, st.MaxSeqStep, st.SeqBackwards)
 			}
-			checkDrift(t, w, st.MaxDriftMs, acc)
+			checkDrift(t, w, st, acc)
 			if st.FirstWireRTP.Before(acc) || (!st.FirstWireRTCP.IsZero() && st.FirstWireRTCP.Before(acc)) {
 				t.Errorf("media reached the caller before the accept response: RTP at %v, RTCP at %v, accept answered at %v",
 					st.FirstWireRTP, st.FirstWireRTCP, acc)
@@ -201,7 +201,7 @@ func TestInboundPBXSSRCChange(t *testing.T) {
 		t.Errorf("toward Meta across a PBX SSRC change: SSRCs %v, max step %d, backwards %d",
 			st.SSRCs, st.MaxSeqStep, st.SeqBackwards)
 	}
-	checkDrift(t, w, st.MaxDriftMs, acc)
+	checkDrift(t, w, st, acc)
 	if r := caller.Heard().Report(acc.Add(500*time.Millisecond), acc.Add(4400*time.Millisecond)); r.ToneRatio < 0.97 || r.MaxGap > 60*time.Millisecond {
 		if st := w.worst(acc, acc.Add(4400*time.Millisecond)); st >= stallLimit {
 			t.Logf("tone across the SSRC change %.1f%%, longest gap %v, excused by a measured %v CPU stall", r.ToneRatio*100, r.MaxGap, st)
@@ -248,13 +248,24 @@ func TestInboundPBXSilentKeepsMetaFed(t *testing.T) {
 	hangupAndWait(t, env, caller, pc)
 }
 
-// checkDrift: RTP timestamps toward Meta follow wall-clock time within 60 ms
-// (arrival time at the simulated caller against the 48 kHz timestamp). The
-// caller runs in this process, so a CPU stall delays its arrival stamps too:
-// a larger drift is excused only by a stall at least as long, measured.
-func checkDrift(t *testing.T, w *stallWatch, driftMs float64, since time.Time) {
+// checkDrift: RTP timestamps toward Meta follow wall-clock time: the
+// per-second medians of (arrival time - timestamp time) at the simulated
+// caller stay within 60 ms of each other and of the first packet. A median
+// moves when the timestamps run fast or slow, jump, or stop during silence;
+// a burst that a scheduling stall delivered late (the caller runs in this
+// process) moves the maximum, not the median, so the maximum is only logged.
+// A median shift is excused only by a measured stall at least that long.
+func checkDrift(t *testing.T, w *stallWatch, st wasim.StreamStats, since time.Time) {
 	t.Helper()
+	if len(st.OffsetMediansMs) < 2 {
+		t.Errorf("too little audio toward Meta to measure timestamp drift: %d one-second windows", len(st.OffsetMediansMs))
+		return
+	}
+	driftMs := st.ClockDriftMs
 	if driftMs <= 60 {
+		if st.MaxDriftMs > 60 {
+			t.Logf("per-packet arrival jitter up to %.1f ms (per-second medians within %.1f ms: %.1f)", st.MaxDriftMs, driftMs, st.OffsetMediansMs)
+		}
 		return
 	}
 	stalled := w.worst(since, time.Now())
@@ -262,5 +273,5 @@ func checkDrift(t *testing.T, w *stallWatch, driftMs float64, since time.Time) {
 		t.Logf("timestamp drift %.1f ms excused by a measured %v CPU stall", driftMs, stalled)
 		return
 	}
-	t.Errorf("RTP timestamps drift %.1f ms from wall-clock time (worst CPU stall %v)", driftMs, stalled)
+	t.Errorf("RTP timestamps drift %.1f ms from wall-clock time (per-second medians %.1f, worst CPU stall %v)", driftMs, st.OffsetMediansMs, stalled)
 }

@@ -134,7 +134,8 @@ func (r *runner) call(ctx context.Context, i int) (res CallResult) {
 	st := caller.Stream()
 	res.ToCaller = StreamCheck{
 		Packets: st.Packets, MaxSeqStep: st.MaxSeqStep, SeqBackwards: st.SeqBackwards,
-		MaxDriftMs: math.Round(st.MaxDriftMs*10) / 10, SSRCs: len(st.SSRCs),
+		MaxDriftMs: math.Round(st.MaxDriftMs*10) / 10, ClockDriftMs: math.Round(st.ClockDriftMs*10) / 10,
+		SSRCs: len(st.SSRCs),
 	}
 
 	ectx, cancelEnd := context.WithTimeout(ctx, endTimeout)

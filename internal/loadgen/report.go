@@ -51,10 +51,11 @@ type AudioCheck struct {
 // StreamCheck is what the WhatsApp caller's peer saw of ponte's RTP (wasim.StreamStats).
 type StreamCheck struct {
 	Packets      int     `json:"packets"`
-	MaxSeqStep   int     `json:"max_seq_step"`  // 1: no sequence gap
-	SeqBackwards int     `json:"seq_backwards"` // reordered or restarted packets
-	MaxDriftMs   float64 `json:"max_drift_ms"`  // arrival time vs RTP timestamp
-	SSRCs        int     `json:"ssrcs"`         // Meta wants exactly one (§5.3)
+	MaxSeqStep   int     `json:"max_seq_step"`   // 1: no sequence gap
+	SeqBackwards int     `json:"seq_backwards"`  // reordered or restarted packets
+	MaxDriftMs   float64 `json:"max_drift_ms"`   // arrival time vs RTP timestamp, worst packet
+	ClockDriftMs float64 `json:"clock_drift_ms"` // spread of the per-second medians of the same
+	SSRCs        int     `json:"ssrcs"`          // Meta wants exactly one (§5.3)
 }
 
 // CallResult is one call.

@@ -121,6 +121,14 @@ type StreamStats struct {
 	// MaxDriftMs is the largest |arrival time - RTP timestamp time| of audio packets relative
 	// to the first, with the 48 kHz Opus clock: a sender clocked wrong drifts.
 	MaxDriftMs float64
+	// ClockDriftMs is how far the timestamps moved against arrival time over
+	// the call: the spread of the per-second medians of (arrival - timestamp
+	// time). A sender whose timestamps run fast or slow, jump or stop moves
+	// the medians; a burst delivered late by a scheduling stall does not,
+	// since it is less than half of its second. MaxDriftMs counts both.
+	ClockDriftMs float64
+	// OffsetMediansMs are those per-second medians (ms, relative to the first packet).
+	OffsetMediansMs []float64
 	// FirstRTP and FirstRTCP are when the interceptor first read RTP/RTCP (decrypted).
 	FirstRTP, FirstRTCP time.Time
 	LastRTP             time.Time
@@ -144,6 +152,8 @@ type streamRec struct {
 	lastTS    uint32
 	extTS     int64
 	haveAudio bool
+	win       []float64 // offsets (ms) of the audio packets of the current one-second window
+	winIdx    int
 	lastSR    uint32 // middle 32 bits of the business's last SR
 	lastSRAt  time.Time
 }
@@ -200,6 +210,24 @@ func (r *streamRec) add(p *rtp.Packet, audioPT bool, at time.Time) {
 	r.lastTS = p.Timestamp
 	drift := float64(at.Sub(r.t0))/float64(time.Millisecond) - float64(r.extTS)/48
 	s.MaxDriftMs = math.Max(s.MaxDriftMs, math.Abs(drift))
+	if w := int(at.Sub(r.t0) / time.Second); w != r.winIdx {
+		r.closeWindow()
+		r.winIdx = w
+	}
+	r.win = append(r.win, drift)
+}
+
+// closeWindow folds the current second's offsets into their median.
+func (r *streamRec) closeWindow() {
+	if len(r.win) >= 10 { // a second with at least 200 ms of audio
+		slices.Sort(r.win)
+		m := r.win[len(r.win)/2]
+		s := &r.s
+		s.OffsetMediansMs = append(s.OffsetMediansMs, m)
+		lo, hi := slices.Min(s.OffsetMediansMs), slices.Max(s.OffsetMediansMs)
+		s.ClockDriftMs = max(hi-lo, math.Abs(lo), math.Abs(hi))
+	}
+	r.win = r.win[:0]
 }
 
 // Stream returns the statistics of what the caller received so far.
@@ -211,6 +239,14 @@ func (c *Caller) Stream() StreamStats {
 	s := c.stream.s
 	s.SSRCs = slices.Clone(s.SSRCs)
 	s.PPS = slices.Clone(s.PPS)
+	s.OffsetMediansMs = slices.Clone(s.OffsetMediansMs)
+	if w := c.stream.win; len(w) >= 10 { // the second in progress counts too
+		w = slices.Clone(w)
+		slices.Sort(w)
+		s.OffsetMediansMs = append(s.OffsetMediansMs, w[len(w)/2])
+		lo, hi := slices.Min(s.OffsetMediansMs), slices.Max(s.OffsetMediansMs)
+		s.ClockDriftMs = max(hi-lo, math.Abs(lo), math.Abs(hi))
+	}
 	c.stream.mu.Unlock()
 	s.FirstRTP, s.FirstRTCP = firstRTP, firstRTCP
 	c.wire.mu.Lock()
