@@ -10,7 +10,10 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 for p in libopus-dev pkg-config gcc; do have_pkg "$p" || need+=("$p"); done
 if [ "${1:-}" = "test" ]; then
   # Real SIP peers for interop tests, and sox for G.711 golden checks.
-  for p in sip-tester baresip baresip-core sox netcat-openbsd; do have_pkg "$p" || need+=("$p"); done
+  for p in sip-tester baresip baresip-core sox netcat-openbsd prometheus; do have_pkg "$p" || need+=("$p"); done
+  # NAT test (test/nat_test.go): network namespaces, veths and MASQUERADE.
+  # Route-set test (test/kamailio_test.go): kamailio as a record-routing proxy.
+  for p in iproute2 nftables kamailio; do have_pkg "$p" || need+=("$p"); done
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"

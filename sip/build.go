@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -64,7 +65,7 @@ func splitHostPort(addr string) (string, int, error) {
 func (d *Dialog) newVia() *sip.ViaHeader {
 	v := &sip.ViaHeader{
 		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: d.transport,
-		Host: d.ua.advertise, Port: int(d.viaPort), Params: sip.NewParams(),
+		Host: d.trunk.viaHost(d.ua), Port: d.trunk.viaPort(d.viaPort), Params: sip.NewParams(), // H-NAT (advertise.go)
 	}
 	v.Params.Add("branch", sip.GenerateBranchN(16))
 	v.Params.Add("rport", "")
@@ -93,6 +94,15 @@ func (d *Dialog) buildInvite(auth sip.Header) *sip.Request {
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: d.inviteCSeq, MethodName: sip.INVITE})
 	req.AppendHeader(d.contact.Clone())
 	req.AppendHeader(sip.NewHeader("Allow", allowMethods))
+	// RFC 4028 §7.1: ponte supports session timers and asks for its
+	// interval (at least the Min-SE a 422 demanded, §7.4). No 100rel.
+	req.AppendHeader(sip.NewHeader("Supported", supportedHeader))
+	if se := secs(d.ua.cfg.SessionExpires); se > 0 || d.minSE > 0 {
+		req.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(max(se, d.minSE))))
+	}
+	if d.minSE > 0 {
+		req.AppendHeader(sip.NewHeader("Min-SE", strconv.Itoa(d.minSE)))
+	}
 	req.AppendHeader(sip.NewHeader("User-Agent", d.ua.cfg.UserAgent))
 	for _, h := range d.extra {
 		req.AppendHeader(sip.NewHeader(h.Name, h.Value))
@@ -131,13 +141,28 @@ func (d *Dialog) buildCancel(inv *sip.Request, r Reason) *sip.Request {
 
 // buildInDialog builds a request inside the confirmed dialog (RFC 3261
 // §12.2.1.1): Request-URI is the remote target, Route is the reversed
-// Record-Route set, To carries the remote tag. The caller holds d.mu.
+// Record-Route set, To carries the remote tag, and the request goes to the
+// first route (loose routing, lr) or else to the remote target. A strict
+// router first in the set (no lr) gets the Request-URI itself and the
+// remote target moves to the last Route. The caller holds d.mu.
 func (d *Dialog) buildInDialogLocked(method sip.RequestMethod, cseq uint32) *sip.Request {
-	req := sip.NewRequest(method, *d.remoteTarget.Clone())
+	ruri, routes := *d.remoteTarget.Clone(), d.routes
+	var first sip.Uri
+	haveFirst := false
+	if len(routes) > 0 {
+		hp := sip.NewParams()
+		_, err := sip.ParseAddressValue(routes[0], &first, &hp)
+		haveFirst = err == nil && first.Host != ""
+	}
+	if haveFirst && !first.UriParams.Has("lr") {
+		ruri = *first.Clone()
+		routes = append(append([]string(nil), routes[1:]...), "<"+d.remoteTarget.String()+">")
+	}
+	req := sip.NewRequest(method, ruri)
 	req.AppendHeader(d.newVia())
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
-	for _, r := range d.routes {
+	for _, r := range routes {
 		req.AppendHeader(sip.NewHeader("Route", r))
 	}
 	req.AppendHeader(sip.HeaderClone(&d.from))
@@ -149,13 +174,9 @@ func (d *Dialog) buildInDialogLocked(method sip.RequestMethod, cseq uint32) *sip
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: method})
 	req.AppendHeader(sip.NewHeader("User-Agent", d.ua.cfg.UserAgent))
 	req.SetBody(nil)
-	dest := uriDest(&d.remoteTarget, d.transport)
-	if len(d.routes) > 0 {
-		var ru sip.Uri
-		hp := sip.NewParams()
-		if _, err := sip.ParseAddressValue(d.routes[0], &ru, &hp); err == nil && ru.Host != "" {
-			dest = uriDest(&ru, d.transport)
-		}
+	dest := d.targetDest() // H-NAT: the Contact, or the trunk for a PBX behind NAT (advertise.go)
+	if haveFirst {
+		dest = uriDest(&first, d.transport)
 	}
 	d.finish(req, dest)
 	return req
@@ -201,4 +222,102 @@ func digestHeader(req *sip.Request, res *sip.Response, user, pass string) (sip.H
 		return nil, fmt.Errorf("sip: digest: %w", err)
 	}
 	return sip.NewHeader(crName, cred.String()), nil
+}
+
+// statusError describes a final failure response to our INVITE, classing
+// the codes the gateway fails over on.
+func statusError(res *sip.Response) *StatusError {
+	se := &StatusError{Code: res.StatusCode, Reason: res.Reason}
+	if h := res.GetHeader("Reason"); h != nil {
+		se.Header = h.Value()
+	}
+	switch res.StatusCode {
+	case 420: // Bad Extension: the PBX lacks an extension we required (we require none)
+		se.Err, se.Extensions = ErrExtensionRequired, optionTags(res, "Unsupported")
+	case 421: // Extension Required, e.g. 100rel, which ponte does not implement
+		se.Err, se.Extensions = ErrExtensionRequired, optionTags(res, "Require")
+	case 422:
+		se.Err = ErrIntervalTooSmall
+	}
+	return se
+}
+
+// setPeerLocked takes the dialog's remote side from the 2xx (RFC 3261
+// §12.1.2): remote tag, remote target (Contact), route set (Record-Route
+// reversed), and whether the PBX allows UPDATE.
+func (d *Dialog) setPeerLocked(res *sip.Response) {
+	if to := res.To(); to != nil {
+		d.remoteTag, _ = to.Params.Get("tag")
+	}
+	d.remoteTarget = *d.reqURI.Clone()
+	if c := res.Contact(); c != nil {
+		d.remoteTarget = *c.Address.Clone()
+	}
+	d.routes = d.routes[:0]
+	rr := res.GetHeaders("Record-Route")
+	for i := len(rr) - 1; i >= 0; i-- { // UAC reverses the route set (§12.1.2); sipgo splits comma lists
+		d.routes = append(d.routes, rr[i].Value())
+	}
+	d.allowUpdate = false
+	for _, m := range optionTags(res, "Allow") {
+		if m == "update" {
+			d.allowUpdate = true
+		}
+	}
+	d.lastSDP = d.offer
+}
+
+// ackFor2xxLocked builds the ACK for the 2xx to the INVITE (§13.2.2.4).
+func (d *Dialog) ackFor2xxLocked() *sip.Request {
+	ack := d.buildInDialogLocked(sip.ACK, d.inviteCSeq)
+	if h := d.invite.GetHeader("Authorization"); h != nil { // §22.1: same credentials
+		ack.AppendHeader(sip.HeaderClone(h))
+	}
+	if h := d.invite.GetHeader("Proxy-Authorization"); h != nil {
+		ack.AppendHeader(sip.HeaderClone(h))
+	}
+	return ack
+}
+
+// retryAuth re-sends the INVITE with credentials (new branch, CSeq+1).
+func (d *Dialog) retryAuth(res *sip.Response) (sip.ClientTransaction, error) {
+	d.mu.Lock()
+	prev := d.invite
+	d.mu.Unlock()
+	auth, err := digestHeader(prev, res, d.trunk.Username, d.trunk.Password)
+	if err != nil {
+		return nil, err
+	}
+	return d.resendInvite(auth)
+}
+
+// retryMinSE re-sends the INVITE after a 422 with Min-SE: minSE and a
+// Session-Expires at least that large (RFC 4028 §7.4), keeping any
+// credentials.
+func (d *Dialog) retryMinSE(minSE int) (sip.ClientTransaction, error) {
+	d.mu.Lock()
+	d.minSE = max(d.minSE, minSE)
+	var auth sip.Header
+	for _, n := range []string{"Authorization", "Proxy-Authorization"} {
+		if h := d.invite.GetHeader(n); h != nil {
+			auth = sip.HeaderClone(h)
+		}
+	}
+	d.mu.Unlock()
+	return d.resendInvite(auth)
+}
+
+// resendInvite sends the INVITE again (new branch, CSeq+1, same tags).
+func (d *Dialog) resendInvite(auth sip.Header) (sip.ClientTransaction, error) {
+	d.mu.Lock()
+	d.inviteCSeq++
+	d.cseq = d.inviteCSeq
+	inv := d.buildInvite(auth)
+	d.invite = inv
+	d.mu.Unlock()
+	tx, err := d.ua.ua.TransactionLayer().Request(context.Background(), inv)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrTransport, err)
+	}
+	return tx, nil
 }

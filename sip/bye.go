@@ -154,49 +154,32 @@ func (u *UA) drainAsync(tx sip.ClientTransaction) {
 	}
 }
 
-// handleReinvite absorbs a PBX re-INVITE (hold, address or codec refresh)
-// without renegotiating the other leg: we answer with the codec already in
-// use (RFC 3264 §8: same o= session, version incremented) and follow a new
-// remote address. Offerless re-INVITEs get our offer back.
-func (d *Dialog) handleReinvite(req *sip.Request, tx sip.ServerTransaction) {
+// forked handles a 2xx from a second fork of our INVITE (another To tag):
+// the first 2xx won, so this dialog is ACKed and at once BYEd (RFC 3261
+// §13.2.2.4). Its retransmissions are ACKed again, never BYEd twice.
+func (d *Dialog) forked(res *sip.Response) {
+	tag, _ := res.To().Params.Get("tag")
 	d.mu.Lock()
-	st, ans := d.state, d.answer
+	if d.forks == nil {
+		d.forks = map[string]bool{}
+	}
+	seen := d.forks[tag]
+	d.forks[tag] = true
+	// A shadow dialog carries the fork's remote tag, target and route set.
+	g := &Dialog{
+		ua: d.ua, trunk: d.trunk, transport: d.transport, dest: d.dest, viaPort: d.viaPort,
+		laddr: d.laddr, callID: d.callID, localTag: d.localTag, reqURI: d.reqURI,
+		from: d.from, to: d.to, contact: d.contact, invite: d.invite,
+		inviteCSeq: d.inviteCSeq, cseq: d.inviteCSeq, state: stateConfirmed,
+	}
 	d.mu.Unlock()
-	if st != stateConfirmed || ans == nil {
-		respond(tx, req, 491, "Request Pending", nil)
+	g.setPeerLocked(res)
+	_ = d.ua.ua.TransportLayer().WriteMsg(g.ackFor2xxLocked())
+	if seen {
 		return
 	}
-	if d.media == nil || len(ans.Codecs) == 0 {
-		respond(tx, req, 488, "Not Acceptable Here", nil)
-		return
-	}
-	codec := ans.Codecs[0]
-	spec := SDPSpec{
-		Addr: d.ua.sdpAddr(d.media), Codecs: []CodecDesc{codec},
-		DTMFPT: ans.DTMFPT, DTMFRate: ans.DTMFRate, Direction: "sendrecv", SessID: d.sessID,
-	}
-	if len(req.Body()) > 0 {
-		offer, err := ParseSDP(req.Body())
-		if err != nil {
-			respond(tx, req, 488, "Not Acceptable Here", nil)
-			return
-		}
-		c, ok := offer.Codec(codec.Name)
-		if !ok || c.Rate != codec.Rate {
-			respond(tx, req, 488, "Not Acceptable Here", nil)
-			return
-		}
-		spec.Codecs = []CodecDesc{c}
-		spec.DTMFPT, spec.DTMFRate = offer.DTMFPT, offer.DTMFRate
-		spec.Direction = AnswerDirection(offer.Direction)
-		if offer.Addr.Port() != 0 && !offer.Addr.Addr().IsUnspecified() {
-			d.media.SetRemote(offer.Addr)
-		}
-	}
-	d.mu.Lock()
-	d.sdpVersion++
-	spec.Version = d.sessID + d.sdpVersion
-	d.mu.Unlock()
-	ct := sip.ContentTypeHeader("application/sdp")
-	respond(tx, req, 200, "OK", BuildSDP(spec), d.contact.Clone(), &ct)
+	d.ua.log.Info("sip: second 2xx from a fork; ACK and BYE it", "call_id", d.callID, "to_tag", tag)
+	d.ua.goTracked(func() {
+		g.byeSync(Reason{Protocol: "SIP", Cause: 200, Text: "Call completed elsewhere"})
+	})
 }

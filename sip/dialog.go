@@ -76,6 +76,22 @@ type Dialog struct {
 	done            chan struct{}
 	onInfo          func(contentType string, body []byte)
 	sdpVersion      uint64
+
+	// In-dialog offer/answer (reinvite.go).
+	cur         MediaState // the PBX leg's media now
+	lastSDP     []byte     // the last SDP body ponte sent (RFC 3264 §8 versioning)
+	onMedia     func(MediaState)
+	onDTMF      func(rune, time.Duration)
+	oaPending   bool     // an offer of ponte's awaits its answer (RFC 3264 §4)
+	ackWait     *ackWait // our 2xx to a PBX re-INVITE awaits its ACK
+	remoteCSeq  uint32   // the PBX's last in-dialog CSeq (RFC 3261 §12.2.2)
+	allowUpdate bool     // the PBX's Allow lists UPDATE (RFC 3311)
+	forks       map[string]bool
+
+	// Session timer (timers.go, RFC 4028).
+	st     sessionTimer
+	stKick chan struct{}
+	minSE  int // Min-SE from a 422, in seconds (0: none)
 }
 
 // Dial sends the INVITE and returns at once; WaitAnswer gives the outcome.
@@ -100,6 +116,12 @@ func (u *UA) Dial(ctx context.Context, req DialRequest) (*Dialog, error) {
 		tr = "udp"
 	}
 	lap, ok := u.listenerFor(tr)
+	if tr == "tls" { // H-TLS (tls.go): connect with the trunk's own TLS settings first
+		var err error
+		if lap, ok, err = u.dialTLS(ctx, &t, lap); err != nil {
+			return nil, err
+		}
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: no %s listener for trunk %q", ErrConfig, tr, t.Name)
 	}
@@ -119,6 +141,7 @@ func (u *UA) Dial(ctx context.Context, req DialRequest) (*Dialog, error) {
 		reqURI: ruri, media: req.Media, onProv: req.OnProvisional,
 		inviteCSeq: 1 + rand.Uint32N(1<<15), sessID: rand.Uint64N(1 << 62),
 		cancelCh: make(chan struct{}), result: make(chan struct{}), done: make(chan struct{}),
+		stKick: make(chan struct{}, 1),
 	}
 	if _, _, err := splitHostPort(t.Address); err != nil {
 		return nil, err
@@ -148,11 +171,12 @@ func (u *UA) Dial(ctx context.Context, req DialRequest) (*Dialog, error) {
 		toURI.User = EscapeUser(req.ToUser)
 	}
 	d.to = sip.ToHeader{Address: toURI, Params: sip.NewParams()}
-	d.contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: u.advertise, Port: int(lap.Port())}}
+	d.contact = sip.ContactHeader{Address: t.contactURI(u, user, lap.Port())} // H-NAT: per-trunk address (advertise.go)
 	if tr == "tcp" {
 		d.contact.Address.UriParams = sip.NewParams()
 		d.contact.Address.UriParams.Add("transport", "tcp")
 	}
+	secureContact(&d.contact, ruri, tr) // H-TLS (tls.go)
 	for _, h := range req.Headers {
 		if !validHeaderName(h.Name) || reservedHeader(h.Name) {
 			u.log.Warn("sip: dropping extra header", "name", SanitizeHeaderValue(h.Name, 64))
@@ -160,8 +184,11 @@ func (u *UA) Dial(ctx context.Context, req DialRequest) (*Dialog, error) {
 		}
 		d.extra = append(d.extra, Header{h.Name, SanitizeHeaderValue(h.Value, u.cfg.MaxHeaderValue)})
 	}
+	t.bindMedia(d.media) // H-NAT: per-trunk c= (advertise.go)
 	if d.media != nil {
-		d.offer = BuildOfferSDP(u.sdpAddr(d.media), t.Codecs, t.DTMFPT, d.sessID)
+		if d.offer, err = u.offerSDP(d.media, &t, d.sessID); err != nil { // H-TLS: SDES (srtp.go)
+			return nil, err
+		}
 	}
 	d.invite = d.buildInvite(nil)
 	if err := u.addDialog(d); err != nil {
@@ -183,6 +210,9 @@ func (u *UA) Dial(ctx context.Context, req DialRequest) (*Dialog, error) {
 // sdpAddr is the address we advertise for an RTP session.
 func (u *UA) sdpAddr(s *RTPSession) netip.AddrPort {
 	a := s.LocalAddr()
+	if ip := s.mediaIP(); ip.IsValid() { // H-NAT: the trunk's c= (advertise.go)
+		return netip.AddrPortFrom(ip, a.Port())
+	}
 	if a.Addr().IsUnspecified() {
 		return netip.AddrPortFrom(u.sdpHost, a.Port())
 	}
@@ -317,7 +347,7 @@ func (d *Dialog) requestCancel(r Reason) {
 
 // run owns the INVITE client transaction(s) until a final outcome.
 func (d *Dialog) run(tx sip.ClientTransaction) {
-	authTried := false
+	authTried, seRetried := false, false
 	cancelCh := d.cancelCh
 	canceling, cancelSent := false, false
 	var cancelTimeout <-chan time.Time
@@ -356,15 +386,26 @@ func (d *Dialog) run(tx sip.ClientTransaction) {
 					return
 				}
 				tx = ntx
+			case code == 422 && !seRetried && !canceling:
+				// RFC 4028 §7.4: retry once with the Min-SE the PBX asks for.
+				seRetried = true
+				v, _ := headerValue(res, "Min-SE")
+				n, ok := parseMinSE(v)
+				if !ok {
+					d.fail(statusError(res))
+					return
+				}
+				ntx, err := d.retryMinSE(n)
+				if err != nil {
+					d.fail(err)
+					return
+				}
+				tx = ntx
 			default:
 				if canceling {
 					d.fail(ErrCanceled)
 				} else {
-					se := &StatusError{Code: code, Reason: res.Reason}
-					if h := res.GetHeader("Reason"); h != nil {
-						se.Header = h.Value()
-					}
-					d.fail(se)
+					d.fail(statusError(res))
 				}
 				return
 			}
@@ -419,6 +460,7 @@ func (d *Dialog) provisional(res *sip.Response) {
 	canceling := d.cancelRequested
 	d.mu.Unlock()
 	if md != nil && d.media != nil && md.Addr.Port() != 0 {
+		_ = d.media.AcceptSRTP(md) // H-TLS: early media keys; a required session stays silent without them
 		d.media.SetRemote(md.Addr)
 		if len(md.Codecs) > 0 {
 			d.media.SetCodec(md.Codecs[0].PT, md.Codecs[0].Rate)
@@ -437,32 +479,16 @@ func isSDP(m *sip.Response) bool {
 // answered handles the 2xx: ACK first, then everything else.
 func (d *Dialog) answered(tx sip.ClientTransaction, res *sip.Response) {
 	d.mu.Lock()
-	if to := res.To(); to != nil {
-		d.remoteTag, _ = to.Params.Get("tag")
-	}
-	d.remoteTarget = *d.reqURI.Clone()
-	if c := res.Contact(); c != nil {
-		d.remoteTarget = *c.Address.Clone()
-	}
-	d.routes = d.routes[:0]
-	rr := res.GetHeaders("Record-Route")
-	for i := len(rr) - 1; i >= 0; i-- { // UAC reverses the route set (§12.1.2)
-		d.routes = append(d.routes, rr[i].Value())
-	}
-	ack := d.buildInDialogLocked(sip.ACK, d.inviteCSeq)
-	if h := d.invite.GetHeader("Authorization"); h != nil { // §22.1: same credentials
-		ack.AppendHeader(sip.HeaderClone(h))
-	}
-	if h := d.invite.GetHeader("Proxy-Authorization"); h != nil {
-		ack.AppendHeader(sip.HeaderClone(h))
-	}
+	d.setPeerLocked(res)
+	ack := d.ackFor2xxLocked()
 	d.mu.Unlock()
 
 	err := d.ua.ua.TransportLayer().WriteMsg(ack)
 	now := time.Now()
 
-	// The 2xx may be retransmitted until our ACK arrives (§13.3.1.4):
-	// every copy gets the ACK again.
+	// The 2xx may be retransmitted until our ACK arrives (§13.3.1.4): every
+	// copy gets the ACK again. A 2xx with another To tag is a second fork
+	// answering (§13.2.2.4): it is ACKed and then BYEd; the first 2xx won.
 	var ackMu sync.Mutex
 	tag := d.remoteTag
 	tx.OnRetransmission(func(r *sip.Response) {
@@ -470,6 +496,7 @@ func (d *Dialog) answered(tx sip.ClientTransaction, res *sip.Response) {
 			return
 		}
 		if t, _ := r.To().Params.Get("tag"); t != tag {
+			d.forked(r)
 			return
 		}
 		ackMu.Lock()
@@ -506,14 +533,30 @@ func (d *Dialog) answered(tx sip.ClientTransaction, res *sip.Response) {
 		d.byeSync(Reason{Protocol: "SIP", Cause: 488, Text: "Not Acceptable Here"})
 		d.fail(ErrNoAnswerSDP)
 	default:
-		if d.media != nil {
-			d.media.SetRemote(md.Addr)
-			d.media.SetCodec(md.Codecs[0].PT, md.Codecs[0].Rate)
+		if err := d.acceptSRTP(md); err != nil { // H-TLS (srtp.go): never media in clear on a required trunk
+			d.byeSync(Reason{Protocol: "SIP", Cause: 488, Text: "SRTP required"})
+			d.fail(err)
+			return
 		}
 		d.mu.Lock()
+		d.cur = MediaState{DTMFPT: -1}
+		st, ok := d.stateFromAnswerLocked(md)
+		if !ok { // no codec the trunk allows: the gateway refuses it itself
+			st = d.remoteFlowLocked(md, true, true)
+			st.Codec = md.Codecs[0]
+		}
+		d.cur = st
+		d.sessionFromAnswerLocked(res)
 		d.answer = md
 		d.setResultLocked(nil)
 		d.mu.Unlock()
+		if d.media != nil {
+			d.media.SetRemote(md.Addr)
+			d.media.SetCodec(st.Codec.PT, st.Codec.Rate)
+		}
+		if !d.ua.goTracked(d.timerLoop) {
+			d.end(ErrClosed, false, "")
+		}
 	}
 }
 
@@ -553,26 +596,4 @@ func errOr(err, def error) error {
 		return err
 	}
 	return def
-}
-
-// retryAuth re-sends the INVITE with credentials (new branch, CSeq+1).
-func (d *Dialog) retryAuth(res *sip.Response) (sip.ClientTransaction, error) {
-	d.mu.Lock()
-	prev := d.invite
-	d.mu.Unlock()
-	auth, err := digestHeader(prev, res, d.trunk.Username, d.trunk.Password)
-	if err != nil {
-		return nil, err
-	}
-	d.mu.Lock()
-	d.inviteCSeq++
-	d.cseq = d.inviteCSeq
-	inv := d.buildInvite(auth)
-	d.invite = inv
-	d.mu.Unlock()
-	tx, err := d.ua.ua.TransactionLayer().Request(context.Background(), inv)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrTransport, err)
-	}
-	return tx, nil
 }

@@ -26,6 +26,11 @@ func (u *UA) Ping(ctx context.Context, t *Trunk) (int, error) {
 	if !ok {
 		return 0, ErrConfig
 	}
+	if tr == "tls" { // H-TLS (tls.go): the trunk's own CA, SNI and client certificate
+		if _, _, err := u.dialTLS(ctx, t, lap); err != nil {
+			return 0, err
+		}
+	}
 	host, port, err := splitHostPort(t.Address)
 	if err != nil {
 		return 0, err
@@ -34,14 +39,14 @@ func (u *UA) Ping(ctx context.Context, t *Trunk) (int, error) {
 	req := sip.NewRequest(sip.OPTIONS, ruri)
 	via := &sip.ViaHeader{
 		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: strings.ToUpper(tr),
-		Host: u.advertise, Port: int(lap.Port()), Params: sip.NewParams(),
+		Host: t.viaHost(u), Port: t.viaPort(lap.Port()), Params: sip.NewParams(),
 	}
 	via.Params.Add("branch", sip.GenerateBranchN(16))
-	via.Params.Add("rport", "")
+	via.Params.Add("rport", "") // RFC 3581: the answer comes back to our source port through NAT
 	req.AppendHeader(via)
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
-	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "ponte", Host: u.advertise}, Params: sip.NewParams()}
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "ponte", Host: t.viaHost(u)}, Params: sip.NewParams()}
 	from.Params.Add("tag", randToken(8))
 	req.AppendHeader(from)
 	req.AppendHeader(&sip.ToHeader{Address: ruri, Params: sip.NewParams()})
@@ -50,6 +55,7 @@ func (u *UA) Ping(ctx context.Context, t *Trunk) (int, error) {
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.OPTIONS})
 	req.AppendHeader(sip.NewHeader("User-Agent", u.cfg.UserAgent))
 	req.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	req.SetBody(nil) // H-TLS: Content-Length: 0, mandatory over TCP/TLS (RFC 3261 §18.3, §20.14)
 	req.SetTransport(strings.ToUpper(tr))
 	req.SetDestination(t.Address)
 	if tr == "udp" {

@@ -68,6 +68,11 @@ func (s *RTPSession) nextInterval() time.Duration {
 
 // handleRTCP records what the remote tells us about our stream.
 func (s *RTPSession) handleRTCP(b []byte, from netip.AddrPort) {
+	b, ok := s.unprotectRTCP(b) // H-TLS: SRTCP (srtp.go)
+	if !ok {
+		s.countSRTPDrop()
+		return
+	}
 	pkts, err := rtcp.Unmarshal(b)
 	now := time.Now()
 	s.mu.Lock()
@@ -126,7 +131,7 @@ func (s *RTPSession) useReports(rr []rtcp.ReceptionReport, now time.Time) {
 func (s *RTPSession) sendRTCP(bye bool) {
 	s.mu.Lock()
 	dst := s.rtcpRemote
-	if !dst.IsValid() || s.closed {
+	if !dst.IsValid() || s.closed || (s.sec.strict.Load() && !s.sec.keyed.Load()) { // H-TLS: no clear RTCP on a required session
 		s.mu.Unlock()
 		return
 	}
@@ -163,7 +168,9 @@ func (s *RTPSession) sendRTCP(bye bool) {
 	if err != nil {
 		return
 	}
-	_, _ = s.rtcpConn.WriteToUDPAddrPort(b, dst)
+	if b, ok := s.protectRTCP(b); ok { // H-TLS: SRTCP (srtp.go); nothing in clear on a required session
+		_, _ = s.rtcpConn.WriteToUDPAddrPort(b, dst)
+	}
 }
 
 // receptionReport builds the RFC 3550 A.3 report block; caller holds s.mu.

@@ -26,6 +26,7 @@ type RTPStats struct {
 	PacketsIn, PacketsOut uint64
 	BytesIn, BytesOut     uint64 // payload octets (RFC 3550 §6.4.1 sender's octet count)
 	Dropped               uint64 // datagrams not accepted: unknown source host, not RTP v2
+	SRTPDropped           uint64 // H-TLS: SRTP/SRTCP packets that failed authentication or replay checks, or clear media on a required session
 	Lost                  int64  // cumulative packets lost from the current remote SSRC (RFC 3550 A.3)
 	Jitter                time.Duration
 	SSRCChanges           int
@@ -131,6 +132,9 @@ type RTPSession struct {
 	done      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	sec       srtpSec // H-TLS: SDES-SRTP state (srtp.go)
+
+	nat natState // H-NAT: per-trunk c= and the symmetric-RTP latch (latch.go)
 }
 
 // NewRTPSession binds an even RTP port in [RTPPortMin, RTPPortMax] on RTPHost
@@ -228,7 +232,19 @@ func (s *RTPSession) ReadRTP(buf []byte, p *rtp.Packet) error {
 			s.countDrop()
 			continue
 		}
-		if !s.acceptFrom(from) {
+		if s.sec.secured() { // H-TLS: authenticate (and decrypt) before the packet may latch
+			if !s.mayLatch(from) { // H-NAT's pre-check (latch.go): no CPU spent on sources the latch refuses
+				s.countDrop()
+				continue
+			}
+			var ok bool
+			if pkt, ok = s.unprotectRTP(pkt); !ok {
+				s.countSRTPDrop()
+				continue
+			}
+			n = len(pkt)
+		}
+		if !s.acceptFrom(from, pkt) { // H-NAT: symmetric-RTP latch (latch.go)
 			continue
 		}
 		if err := p.Unmarshal(pkt); err != nil {
@@ -246,21 +262,10 @@ func (s *RTPSession) countDrop() {
 	s.mu.Unlock()
 }
 
-// acceptFrom applies the symmetric-RTP latch.
-func (s *RTPSession) acceptFrom(from netip.AddrPort) bool {
+func (s *RTPSession) countSRTPDrop() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.signalled.IsValid() {
-		return true // no SDP yet: nothing to check against
-	}
-	if from.Addr() != s.signalled.Addr() && !s.signalled.Addr().IsUnspecified() {
-		s.stats.Dropped++
-		return false
-	}
-	if from != s.remote {
-		s.remote = from
-	}
-	return true
+	s.stats.SRTPDropped++
+	s.mu.Unlock()
 }
 
 func (s *RTPSession) received(p *rtp.Packet, n int, now time.Time) {
@@ -319,7 +324,14 @@ func (s *RTPSession) WriteRTP(h *rtp.Header, payload []byte) error {
 		return err
 	}
 	n += copy(s.wbuf[n:], payload)
-	if _, err := s.conn.WriteToUDPAddrPort(s.wbuf[:n], dst); err != nil {
+	out, err := s.protectRTP(s.wbuf[:n]) // H-TLS: SRTP (srtp.go)
+	if err != nil {
+		if errors.Is(err, errClearRefused) {
+			return nil // required SRTP without keys yet: never send in clear
+		}
+		return err
+	}
+	if _, err := s.conn.WriteToUDPAddrPort(out, dst); err != nil {
 		if errors.Is(err, net.ErrClosed) {
 			return net.ErrClosed
 		}

@@ -33,6 +33,11 @@ type MediaDesc struct {
 	Ptime     int    // a=ptime in ms, 0 if absent
 	Direction string // sendrecv (default), sendonly, recvonly, inactive
 	RTCPMux   bool
+	// H-TLS: SDES-SRTP (RFC 4568). Proto is the m= line's transport
+	// ("RTP/AVP", "RTP/SAVP"); Crypto the valid a=crypto lines in order
+	// (malformed ones are skipped).
+	Proto  string
+	Crypto []Crypto
 }
 
 // Codec returns the first codec with the given name (case-insensitive).
@@ -128,6 +133,7 @@ func ParseSDP(b []byte) (*MediaDesc, error) {
 					return nil, fmt.Errorf("%w: bad m= port %q", ErrSDPInvalid, f[1])
 				}
 				inAudio, seenAudio, port = true, true, p
+				md.Proto = strings.ToUpper(f[2])
 				for _, s := range f[3:] {
 					pt, err := strconv.Atoi(s)
 					if err != nil || pt < 0 || pt > 127 {
@@ -160,6 +166,10 @@ func ParseSDP(b []byte) (*MediaDesc, error) {
 					mediaDir = strings.ToLower(name)
 				} else {
 					sessDir = strings.ToLower(name)
+				}
+			case "crypto": // H-TLS: RFC 4568 §9.1
+				if c, err := ParseCrypto(rest); err == nil && inAudio && len(md.Crypto) < maxCryptoAttrs {
+					md.Crypto = append(md.Crypto, c)
 				}
 			case "rtcp-mux":
 				if inAudio {
@@ -277,6 +287,10 @@ type SDPSpec struct {
 	Direction string
 	SessID    uint64
 	Version   uint64
+	// H-TLS: Proto is the m= transport (default RTP/AVP; RTP/SAVP for
+	// required SRTP) and Crypto the a=crypto lines (RFC 4568).
+	Proto  string
+	Crypto []Crypto
 }
 
 // BuildSDP renders an RFC 4566 body with one audio m-line.
@@ -301,7 +315,10 @@ func BuildSDP(s SDPSpec) []byte {
 	b.WriteString("s=ponte\r\n")
 	fmt.Fprintf(&b, "c=IN %s %s\r\n", fam, ip)
 	b.WriteString("t=0 0\r\n")
-	fmt.Fprintf(&b, "m=audio %d RTP/AVP", s.Addr.Port())
+	if s.Proto == "" {
+		s.Proto = "RTP/AVP"
+	}
+	fmt.Fprintf(&b, "m=audio %d %s", s.Addr.Port(), s.Proto)
 	for _, c := range s.Codecs {
 		fmt.Fprintf(&b, " %d", c.PT)
 	}
@@ -325,6 +342,9 @@ func BuildSDP(s SDPSpec) []byte {
 	}
 	fmt.Fprintf(&b, "a=ptime:%d\r\n", s.Ptime)
 	fmt.Fprintf(&b, "a=%s\r\n", s.Direction)
+	for _, c := range s.Crypto {
+		b.WriteString("a=crypto:" + c.SDPValue() + "\r\n")
+	}
 	return []byte(b.String())
 }
 
@@ -332,6 +352,11 @@ func BuildSDP(s SDPSpec) []byte {
 // unknown names are skipped), telephone-event/8000 at dtmfPT, a=ptime:20,
 // a=sendrecv.
 func BuildOfferSDP(addr netip.AddrPort, codecs []string, dtmfPT uint8, sessID uint64) []byte {
+	return BuildSDP(OfferSpec(addr, codecs, dtmfPT, sessID))
+}
+
+// OfferSpec is BuildOfferSDP's spec, for callers that add to it (SRTP).
+func OfferSpec(addr netip.AddrPort, codecs []string, dtmfPT uint8, sessID uint64) SDPSpec {
 	spec := SDPSpec{Addr: addr, DTMFPT: int(dtmfPT), SessID: sessID, Version: sessID}
 	seen := map[uint8]bool{}
 	for _, name := range codecs {
@@ -340,7 +365,7 @@ func BuildOfferSDP(addr netip.AddrPort, codecs []string, dtmfPT uint8, sessID ui
 			spec.Codecs = append(spec.Codecs, c)
 		}
 	}
-	return BuildSDP(spec)
+	return spec
 }
 
 // AnswerDirection is the direction an answerer uses for an offered one

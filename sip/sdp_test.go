@@ -33,7 +33,7 @@ a=fmtp:101 0-16
 a=ptime:20
 a=sendrecv
 `),
-			want: &sip.MediaDesc{
+			want: &sip.MediaDesc{Proto: "RTP/AVP",
 				Addr: netip.MustParseAddrPort("10.0.0.5:18000"),
 				Codecs: []sip.CodecDesc{
 					{PT: 0, Name: "PCMU", Rate: 8000, Channels: 1},
@@ -45,7 +45,7 @@ a=sendrecv
 		{
 			name: "static PTs without rtpmap, LF only, media c= overrides session",
 			in:   []byte("v=0\nc=IN IP4 1.1.1.1\nm=audio 4000 RTP/AVP 8 0 13\nc=IN IP4 2.2.2.2\na=recvonly\n"),
-			want: &sip.MediaDesc{
+			want: &sip.MediaDesc{Proto: "RTP/AVP",
 				Addr: netip.MustParseAddrPort("2.2.2.2:4000"),
 				Codecs: []sip.CodecDesc{
 					{PT: 8, Name: "PCMA", Rate: 8000, Channels: 1},
@@ -67,7 +67,7 @@ a=rtpmap:110 telephone-event/48000
 a=rtpmap:126 telephone-event/8000
 a=rtcp-mux
 `),
-			want: &sip.MediaDesc{
+			want: &sip.MediaDesc{Proto: "RTP/AVP",
 				Addr:   netip.MustParseAddrPort("[::1]:5004"),
 				Codecs: []sip.CodecDesc{{PT: 111, Name: "opus", Rate: 48000, Channels: 2, Fmtp: "minptime=10;useinbandfec=1"}},
 				DTMFPT: 126, DTMFRate: 8000, Direction: "inactive", RTCPMux: true,
@@ -83,7 +83,7 @@ a=sendonly
 m=audio 7000 RTP/AVP 96
 a=rtpmap:96 PCMU/8000
 `),
-			want: &sip.MediaDesc{
+			want: &sip.MediaDesc{Proto: "RTP/AVP",
 				Addr:   netip.MustParseAddrPort("3.3.3.3:7000"),
 				Codecs: []sip.CodecDesc{{PT: 96, Name: "PCMU", Rate: 8000, Channels: 1}},
 				DTMFPT: -1, Direction: "sendrecv",
@@ -92,7 +92,7 @@ a=rtpmap:96 PCMU/8000
 		{
 			name: "rejected stream, dynamic PT without rtpmap dropped, garbage lines",
 			in:   []byte("garbage\nv=0\nc=IN IP4 4.4.4.4\nm=audio 0 RTP/AVP 0 97 abc 300\na=rtpmap:zz bad\na=ptime:x\n"),
-			want: &sip.MediaDesc{
+			want: &sip.MediaDesc{Proto: "RTP/AVP",
 				Addr:   netip.MustParseAddrPort("4.4.4.4:0"),
 				Codecs: []sip.CodecDesc{{PT: 0, Name: "PCMU", Rate: 8000, Channels: 1}},
 				DTMFPT: -1, Direction: "sendrecv",
@@ -158,12 +158,13 @@ func FuzzParseSDP(f *testing.F) {
 	f.Add(crlf("v=0\nc=IN IP4 10.0.0.5\nm=audio 18000 RTP/AVP 0 8 101\na=rtpmap:101 telephone-event/8000\na=ptime:20\n"))
 	f.Add([]byte("m=audio 1 RTP/AVP 96\na=rtpmap:96 opus/48000/2\na=fmtp:96 x\nc=IN IP6 ::1/5\n"))
 	f.Add([]byte("m=audio 0/2 RTP/AVP\nc=IN\na=rtpmap:\n"))
+	f.Add(crlf("v=0\nc=IN IP4 10.0.0.5\nm=audio 18000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:4\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR WSH=64\n")) // H-TLS
 	f.Fuzz(func(t *testing.T, b []byte) {
 		md, err := sip.ParseSDP(b)
 		if err != nil {
 			return
 		}
-		if md.DTMFPT < -1 || md.DTMFPT > 127 || len(md.Codecs) > 64 {
+		if md.DTMFPT < -1 || md.DTMFPT > 127 || len(md.Codecs) > 64 || len(md.Crypto) > 16 {
 			t.Fatalf("out of range: %+v", md)
 		}
 		for _, c := range md.Codecs {

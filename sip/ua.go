@@ -28,7 +28,7 @@ var (
 )
 
 // allowMethods is what we accept (RFC 3261 §20.5 Allow).
-const allowMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+const allowMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 
 // Config configures a UA.
 type Config struct {
@@ -42,6 +42,17 @@ type Config struct {
 
 	MaxHeaderValue int           // cap for untrusted header values, default 256
 	RTCPInterval   time.Duration // default 5 s (RFC 3550 §6.2)
+
+	// SessionExpires is the session interval ponte asks for on its INVITEs
+	// (RFC 4028 §7.1); default DefaultSessionExpires, negative: ask none
+	// (Supported: timer is sent either way, and a PBX may still impose one).
+	SessionExpires time.Duration
+	// MinSE is the smallest interval ponte accepts in a PBX's re-INVITE or
+	// UPDATE (smaller gets 422, RFC 4028 §9); default DefaultMinSE (90 s,
+	// RFC 4028 §4). Tests may lower it.
+	MinSE time.Duration
+
+	TLSCertFile, TLSKeyFile string // H-TLS: certificate for "tls:" listeners (tls.go)
 }
 
 // InviteHandler handles an out-of-dialog INVITE (PBX-originated calls).
@@ -73,6 +84,7 @@ type UA struct {
 	closing   chan struct{}
 	ctx       context.Context // cancelled by Close; parent of background signalling
 	cancel    context.CancelFunc
+	tlsc      *tlsClient // H-TLS: per-trunk TLS connections (tls.go)
 	wg        sync.WaitGroup
 }
 
@@ -93,6 +105,12 @@ func NewUA(cfg Config) (*UA, error) {
 	}
 	if cfg.RTCPInterval <= 0 {
 		cfg.RTCPInterval = DefaultRTCPInterval
+	}
+	if cfg.SessionExpires == 0 {
+		cfg.SessionExpires = DefaultSessionExpires
+	}
+	if cfg.MinSE <= 0 {
+		cfg.MinSE = DefaultMinSE
 	}
 	u := &UA{
 		cfg:     cfg,
@@ -152,9 +170,10 @@ func NewUA(cfg Config) (*UA, error) {
 	}
 	u.srv.OnOptions(u.handleOptions)
 	u.srv.OnInvite(u.handleInvite)
-	u.srv.OnAck(func(*sip.Request, sip.ServerTransaction) {}) // ACKs to our 2xx need no answer
+	u.srv.OnAck(u.handleAck)
 	u.srv.OnBye(u.handleBye)
 	u.srv.OnInfo(u.handleInfo)
+	u.srv.OnUpdate(u.handleUpdate)
 	u.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
 		// A CANCEL that matched no INVITE transaction (RFC 3261 §9.2).
 		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
@@ -164,7 +183,7 @@ func NewUA(cfg Config) (*UA, error) {
 
 func parseListen(s string) (string, netip.AddrPort, error) {
 	tr, hp, ok := strings.Cut(s, ":")
-	if !ok || (tr != "udp" && tr != "tcp") {
+	if !ok || (tr != "udp" && tr != "tcp" && tr != "tls") { // H-TLS: tls
 		tr, hp = "udp", s
 	}
 	ap, err := netip.ParseAddrPort(hp)
@@ -214,6 +233,11 @@ func (u *UA) Start(ctx context.Context) error {
 				_ = u.srv.ServeUDP(c)
 			}()
 			u.waitUDPServing(c.LocalAddr().String())
+		case "tls": // H-TLS (tls.go)
+			if err := u.listenTLS(l, ap); err != nil {
+				u.closeListenersLocked()
+				return err
+			}
 		case "tcp":
 			c, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
 			if err != nil {
@@ -312,7 +336,7 @@ func (u *UA) Close() error {
 func reapLateConns(tp *sip.TransportLayer) {
 	for i := 0; i < 10; i++ {
 		time.Sleep(5 * time.Millisecond)
-		for _, n := range []string{"udp", "tcp"} {
+		for _, n := range []string{"udp", "tcp", "tls"} { // H-TLS: tls
 			if p := tp.Pool(n); p != nil && p.Size() > 0 {
 				_ = p.Clear()
 			}
@@ -369,6 +393,24 @@ func (u *UA) listenerFor(transport string) (netip.AddrPort, bool) {
 }
 
 func (u *UA) unhandledResponse(res *sip.Response) {
+	// A fork's 2xx after the INVITE transaction ended (Timer M) still gets
+	// its ACK and BYE (RFC 3261 §13.2.2.4).
+	if res.IsSuccess() && res.CSeq() != nil && res.CSeq().MethodName == sip.INVITE && res.From() != nil && res.To() != nil {
+		lt, _ := res.From().Params.Get("tag")
+		u.mu.Lock()
+		d := u.dialogs[dialogKey(callIDOf(res), lt)]
+		u.mu.Unlock()
+		if d != nil {
+			rt, _ := res.To().Params.Get("tag")
+			d.mu.Lock()
+			other := d.state == stateConfirmed && d.remoteTag != "" && rt != d.remoteTag && res.CSeq().SeqNo == d.inviteCSeq
+			d.mu.Unlock()
+			if other {
+				d.forked(res)
+				return
+			}
+		}
+	}
 	u.log.Debug("sip: unmatched response", "status", res.StatusCode, "call_id", callIDOf(res))
 }
 
@@ -396,7 +438,7 @@ func (u *UA) handleOptions(req *sip.Request, tx sip.ServerTransaction) {
 	respond(tx, req, 200, "OK", nil,
 		sip.NewHeader("Allow", allowMethods),
 		sip.NewHeader("Accept", "application/sdp"),
-		sip.NewHeader("Supported", ""),
+		sip.NewHeader("Supported", supportedHeader),
 		sip.NewHeader("Server", u.cfg.UserAgent),
 	)
 }
@@ -427,6 +469,10 @@ func (u *UA) handleBye(req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
 		return
 	}
+	if bad := unsupportedTags(req); len(bad) > 0 { // RFC 3261 §8.2.2.3
+		respond(tx, req, 420, "Bad Extension", nil, sip.NewHeader("Unsupported", strings.Join(bad, ", ")))
+		return
+	}
 	respond(tx, req, 200, "OK", nil)
 	reason := ""
 	if h := req.GetHeader("Reason"); h != nil {
@@ -435,16 +481,30 @@ func (u *UA) handleBye(req *sip.Request, tx sip.ServerTransaction) {
 	d.end(nil, true, reason)
 }
 
+// inDialogHandler routes an in-dialog request to its dialog, 481 if none.
+func (u *UA) inDialogHandler(f func(*Dialog, *sip.Request, sip.ServerTransaction)) func(*sip.Request, sip.ServerTransaction) {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		d := u.findDialog(req)
+		if d == nil {
+			respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
+			return
+		}
+		f(d, req, tx)
+	}
+}
+
 func (u *UA) handleInfo(req *sip.Request, tx sip.ServerTransaction) {
-	d := u.findDialog(req)
-	if d == nil {
-		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
-		return
+	u.inDialogHandler((*Dialog).handleInfo)(req, tx)
+}
+
+func (u *UA) handleUpdate(req *sip.Request, tx sip.ServerTransaction) {
+	u.inDialogHandler((*Dialog).handleUpdate)(req, tx)
+}
+
+// handleAck passes the ACK of our 2xx to a PBX re-INVITE to its dialog.
+// ACKs need no response.
+func (u *UA) handleAck(req *sip.Request, _ sip.ServerTransaction) {
+	if d := u.findDialog(req); d != nil {
+		d.handleAck(req)
 	}
-	respond(tx, req, 200, "OK", nil)
-	ct := ""
-	if h := req.ContentType(); h != nil {
-		ct = h.Value()
-	}
-	d.deliverInfo(ct, req.Body())
 }

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -53,6 +52,7 @@ type Call struct {
 	encs     []transcode.Encoder
 	decs     []transcode.Decoder
 	analyzer *audio.Analyzer
+	srtp     *callSRTP // H-TLS: nil for plain RTP (pbx_tls.go)
 	det      *transcode.Detector
 
 	ackCh     chan struct{}
@@ -74,6 +74,9 @@ type Call struct {
 	byeReason      string
 	early          bool
 	cseq           uint32
+	sdpVersion     uint64            // in-dialog offers/answers (dialog.go)
+	inDialog       []InDialogRequest // what ponte sent inside the call
+	infoDigits     []ReceivedDigit   // digits ponte sent as SIP INFO
 }
 
 func newCall(p *PBX, req *sip.Request, offer *psip.MediaDesc, codec psip.CodecDesc) (*Call, error) {
@@ -204,14 +207,16 @@ func (c *Call) acked() {
 }
 
 func (c *Call) answerSDP() []byte {
-	return psip.BuildSDP(psip.SDPSpec{
-		Addr: c.local, Codecs: c.codecs, DTMFPT: int(c.p.cfg.DTMFPT), Ptime: c.p.cfg.Ptime,
+	spec := psip.SDPSpec{
+		Addr: c.local, Codecs: c.codecs, DTMFPT: c.dtmfPT(), Ptime: c.p.cfg.Ptime,
 		Direction: psip.AnswerDirection(c.offer.Direction), SessID: c.sessID, Version: c.sessID,
-	})
+	}
+	c.srtp.applySDP(&spec) // H-TLS: RTP/SAVP + a=crypto (pbx_tls.go)
+	return psip.BuildSDP(spec)
 }
 
 func (c *Call) contactHeader() *sip.ContactHeader {
-	return &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: c.p.addr.Addr().String(), Port: int(c.p.addr.Port())}}
+	return c.secureContact(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: c.p.addr.Addr().String(), Port: int(c.p.addr.Port())}}) // H-TLS: transport=tls
 }
 
 // response builds a response carrying our dialog tag.
@@ -287,6 +292,8 @@ func (c *Call) ring(tx sip.ServerTransaction) {
 		return
 	}
 	ok := c.response(200, "OK", c.answerSDP())
+	// Session-Expires and Allow (dialog.go).
+	c.answerHeaders(ok)
 	c.sendMu.Lock() // no early-media frame may be chosen before and sent after the 200
 	c.mu.Lock()
 	c.answeredAt = time.Now()
@@ -359,45 +366,8 @@ func (c *Call) Hangup(ctx context.Context) error {
 		return nil
 	default:
 	}
-	inv := c.invite
-	target := inv.Recipient
-	if ct := inv.Contact(); ct != nil {
-		target = ct.Address
-	}
-	req := sip.NewRequest(sip.BYE, *target.Clone())
-	tr := inv.Transport()
-	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: tr,
-		Host: c.p.addr.Addr().String(), Port: int(c.p.addr.Port()), Params: sip.NewParams()}
-	via.Params.Add("branch", sip.GenerateBranchN(16))
-	req.AppendHeader(via)
-	mf := sip.MaxForwardsHeader(70)
-	req.AppendHeader(&mf)
-	for _, rr := range inv.GetHeaders("Record-Route") { // UAS keeps the order (§12.1.1)
-		req.AppendHeader(sip.NewHeader("Route", rr.Value()))
-	}
-	from := sip.FromHeader{Address: *inv.To().Address.Clone(), Params: sip.NewParams()}
-	from.Params.Add("tag", c.localTag)
-	req.AppendHeader(&from)
-	to := sip.ToHeader{DisplayName: inv.From().DisplayName, Address: *inv.From().Address.Clone(), Params: inv.From().Params.Clone()}
-	req.AppendHeader(&to)
-	req.AppendHeader(sip.HeaderClone(inv.CallID()))
-	c.mu.Lock()
-	c.cseq++
-	seq := c.cseq
-	c.mu.Unlock()
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: sip.BYE})
+	req := c.newRequest(sip.BYE) // through the route set (dialog.go)
 	req.AppendHeader(sip.NewHeader("Reason", `Q.850;cause=16;text="Normal call clearing"`))
-	req.SetBody(nil)
-	req.SetTransport(tr)
-	port := target.Port
-	if port == 0 {
-		port = sip.DefaultPort(tr)
-	}
-	req.SetDestination(net.JoinHostPort(strings.Trim(target.Host, "[]"), fmt.Sprint(port)))
-	if !sip.IsReliable(tr) {
-		la := c.p.udp.LocalAddr().(*net.UDPAddr)
-		req.Laddr = sip.Addr{IP: la.IP, Port: la.Port}
-	}
 	c.end("local", "")
 	tx, err := c.p.ua.TransactionLayer().Request(ctx, req)
 	if err != nil {
@@ -427,6 +397,10 @@ func (c *Call) Hangup(ctx context.Context) error {
 // (or the call ends). All packets of a digit carry the stream timestamp of
 // its start, with three End packets (RFC 4733 §2.5.1).
 func (c *Call) SendDTMF(digits string, each, gap time.Duration) {
+	if c.p.cfg.DTMFInfo {
+		c.sendInfoDigits(digits, each, gap)
+		return
+	}
 	j := &dtmfJob{digits: digits, each: each, gap: gap, done: make(chan struct{})}
 	c.mu.Lock()
 	if c.endedBy != "" {

@@ -141,7 +141,7 @@ func (c *Call) sendLoop() {
 		c.mu.Lock()
 		dst := c.remote
 		c.mu.Unlock()
-		_, werr := c.rtp.WriteToUDPAddrPort(pkt[:m], dst)
+		_, werr := c.rtp.WriteToUDPAddrPort(c.srtp.protect(pkt[:m]), dst) // H-TLS: SRTP (pbx_tls.go)
 		if locked {
 			c.sendMu.Unlock()
 			locked = false
@@ -178,7 +178,8 @@ func (c *Call) recvLoop() {
 			}
 			continue
 		}
-		if p.Unmarshal(buf[:n]) != nil || p.Version != 2 || (p.PayloadType >= 72 && p.PayloadType <= 76) {
+		data, ok := c.srtp.unprotect(buf[:n]) // H-TLS: SRTP (pbx_tls.go)
+		if !ok || p.Unmarshal(data) != nil || p.Version != 2 || (p.PayloadType >= 72 && p.PayloadType <= 76) {
 			continue
 		}
 		if from.Addr().Unmap() == sigHost.Unmap() {

@@ -67,6 +67,20 @@ type Config struct {
 	ExpectDBFS      float64                                  // its level (default -12)
 	OnAudio         func(c *Call, pcm []int16, at time.Time) // every decoded frame, e.g. for a MarkerReceiver
 	Logger          *slog.Logger
+
+	Secure Secure // H-TLS: TLS listener and SDES-SRTP answers (pbx_tls.go)
+
+	// In-dialog behaviour (dialog.go, H-SIP):
+	// SessionExpires (seconds) puts Session-Expires with Refresher ("uac",
+	// the default: ponte refreshes; "uas": the simulator would) on the 200
+	// (RFC 4028 §9). The simulator never refreshes on its own.
+	SessionExpires int
+	Refresher      string
+	AllowUpdate    bool // the 200's Allow lists UPDATE (ponte then refreshes by UPDATE)
+	// DTMFInfo makes SendDTMF send SIP INFO (application/dtmf-relay)
+	// instead of RFC 4733 events; NoTelephoneEvent leaves telephone-event
+	// out of its SDP, as a PBX without RFC 4733 does.
+	DTMFInfo, NoTelephoneEvent bool
 }
 
 // PBX is a running simulator.
@@ -134,6 +148,7 @@ func Start(ctx context.Context, cfg Config) (*PBX, error) {
 	}
 	var err error
 	p.ua, err = sipgo.NewUA(sipgo.WithUserAgent("ponte-pbx-sim"),
+		sipgo.WithUserAgenTLSConfig(cfg.Secure.ClientTLS), // H-TLS: for requests it opens over TLS
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(log)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(log)))
 	if err != nil {
@@ -145,6 +160,8 @@ func Start(ctx context.Context, cfg Config) (*PBX, error) {
 	p.srv.OnInvite(p.onInvite)
 	p.srv.OnAck(p.onAck)
 	p.srv.OnBye(p.onBye)
+	p.srv.OnUpdate(p.onUpdate) // dialog.go
+	p.srv.OnInfo(p.onInfo)
 	p.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) { respond(tx, req, 200, "OK", nil) })
 	p.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
@@ -152,7 +169,7 @@ func Start(ctx context.Context, cfg Config) (*PBX, error) {
 	p.ctx, p.stop = context.WithCancel(context.Background())
 	p.wg.Add(2)
 	go func() { defer p.wg.Done(); _ = p.srv.ServeUDP(p.udp) }()
-	go func() { defer p.wg.Done(); _ = p.srv.ServeTCP(p.tcp) }()
+	go func() { defer p.wg.Done(); _ = p.serveStream() }() // H-TLS: TCP or TLS (pbx_tls.go)
 	// Requests we send from the listening socket need it in sipgo's pool.
 	pool := p.ua.TransportLayer().Pool("udp")
 	for i := 0; i < 2000; i++ {
@@ -226,7 +243,7 @@ func (p *PBX) Close() error {
 	// just before (its handler goroutines are untracked): close those too.
 	for i := 0; i < 10; i++ {
 		time.Sleep(5 * time.Millisecond)
-		for _, n := range []string{"udp", "tcp"} {
+		for _, n := range []string{"udp", "tcp", "tls"} { // H-TLS: tls
 			if pool := p.ua.TransportLayer().Pool(n); pool != nil && pool.Size() > 0 {
 				_ = pool.Clear()
 			}
@@ -326,10 +343,10 @@ func (p *PBX) authorized(req *sip.Request, tx sip.ServerTransaction) bool {
 
 func (p *PBX) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if req.To() != nil && req.To().Params.Has("tag") {
-		// Re-INVITE: keep the call as it is (hold etc. not simulated).
+		// Re-INVITE from ponte (a session refresh): answered from the
+		// call's codecs, nothing else changes (dialog.go).
 		if c := p.find(req); c != nil {
-			ct := sip.ContentTypeHeader("application/sdp")
-			respond(tx, req, 200, "OK", c.answerSDP(), c.contactHeader(), &ct)
+			c.answerInDialog(req, tx)
 			return
 		}
 		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
@@ -391,6 +408,10 @@ func (p *PBX) newCall(req *sip.Request) (*Call, int) {
 	if err != nil {
 		p.log.Warn("pbx: call setup", "err", err)
 		return nil, 500
+	}
+	if code := c.setupSRTP(); code != 0 { // H-TLS: SDES answer policy (pbx_tls.go)
+		c.closeMedia()
+		return nil, code
 	}
 	return c, 0
 }
