@@ -10,7 +10,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # "context deadline exceeded" and no crasher.
 FUZZTIME ?= 20000x
 
-.PHONY: all build demo test test-unit test-media fuzz-smoke vet bench deps deps-test clean
+.PHONY: all build demo test test-ops test-unit test-media fuzz-smoke vet bench deps deps-test clean
 
 all: build
 
@@ -30,7 +30,14 @@ vet:
 	$(GO) vet -tags $(TAGS) ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
-test: deps-test vet test-unit test-media fuzz-smoke
+test: deps-test vet test-ops test-unit test-media fuzz-smoke
+
+# The alert rules parse and every alert fires on its fixture (promtool, from
+# Debian's prometheus package); the Prometheus config loads.
+test-ops:
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
+	promtool check config deploy/prometheus/prometheus.yml
 
 # Every package under the race detector, except the end-to-end package whose
 # real-time audio cannot keep pace with -race on a 2-core machine.

@@ -27,6 +27,12 @@ type Config struct {
 	SIP      SIP               `yaml:"sip"`
 	Routes   map[string]*Route `yaml:"routes"`
 	Store    Store             `yaml:"store"`
+	API      API               `yaml:"api"`    // config/store.go
+	Events   Events            `yaml:"events"` // config/store.go
+
+	// Admission control and drain (config/ops.go).
+	Admission Admission `yaml:"admission"`
+	Drain     Drain     `yaml:"drain"`
 }
 
 // Log configures log/slog.
@@ -89,6 +95,9 @@ type SIP struct {
 	AdvertiseHost string   `yaml:"advertise_host"`
 	UserAgent     string   `yaml:"user_agent"`
 	Trunks        []Trunk  `yaml:"trunks"`
+	// TLSCert and TLSKey: the certificate tls: listeners present (trunk_tls.go).
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 }
 
 // Trunk is a PBX or callbot ponte sends calls to.
@@ -112,6 +121,15 @@ type Trunk struct {
 	// OptionsInterval: send OPTIONS this often (0 = off); two unanswered in a
 	// row mark the trunk down and its targets are skipped until one is answered.
 	OptionsInterval Duration `yaml:"options_interval"`
+	// Advertise: ponte's addresses toward this trunk (split horizon);
+	// RewriteContact: the PBX is behind NAT; in-dialog requests go to the
+	// trunk address, not to its unreachable Contact (trunk_net.go).
+	Advertise      TrunkAdvertise `yaml:"advertise"`
+	RewriteContact bool           `yaml:"rewrite_contact"`
+	// TLS: client TLS toward this trunk (transport: tls); SRTP: off (default),
+	// optional or required SDES-SRTP (trunk_tls.go).
+	TLS  *TrunkTLS `yaml:"tls"`
+	SRTP string    `yaml:"srtp"`
 }
 
 // Auth holds digest credentials.
@@ -120,9 +138,18 @@ type Auth struct {
 	Password string `yaml:"password"`
 }
 
-// Route says where an inbound WhatsApp call rings.
+// Route says where an inbound WhatsApp call rings. Everything but targets is
+// optional; the schema and its rules are in routes.go and docs/routing.md.
 type Route struct {
-	Targets []Target `yaml:"targets"`
+	Targets           []Target     `yaml:"targets"`            // rung in order
+	Hours             *Hours       `yaml:"hours"`              // left out: always open
+	Closed            *Closed      `yaml:"closed"`             // outside hours: reject (default) or a target
+	Mode              string       `yaml:"mode"`               // ring_then_answer (default) | answer_then_hunt
+	DefaultDepartment *Target      `yaml:"default_department"` // always tried last
+	MoveOn            []string     `yaml:"move_on"`            // which failures move to the next attempt
+	Queue             *Queue       `yaml:"queue"`              // answer_then_hunt only
+	StickyAgent       *StickyAgent `yaml:"sticky_agent"`
+	Hook              *Hook        `yaml:"hook"`
 }
 
 // Target is one SIP destination.
@@ -139,6 +166,8 @@ type Target struct {
 type Store struct {
 	Driver string `yaml:"driver"`
 	DSN    string `yaml:"dsn"`
+	// Timezone (IANA) dates protocol numbers in the business's local day; default: the host's.
+	Timezone string `yaml:"timezone"`
 }
 
 // Duration accepts "30s", "1m30s" or a bare number of seconds.
@@ -277,13 +306,12 @@ func (c *Config) applyDefaults() {
 		if r == nil {
 			continue
 		}
-		for i := range r.Targets {
-			defD(&r.Targets[i].RingTimeout, 20*time.Second)
-			defD(&r.Targets[i].NoProvisionalTimeout, 3*time.Second)
-		}
+		r.routeDefaults()
 	}
 	def(&c.Store.Driver, "sqlite")
 	def(&c.Store.DSN, "./ponte.db")
+	c.applyStoreDefaults() // config/store.go
+	c.applyOpsDefaults()   // config/ops.go
 }
 
 // problem is one validation failure, tied to a key path.
@@ -382,8 +410,8 @@ func (c *Config) validate() []problem {
 	}
 	for i, l := range c.SIP.Listen {
 		tr, addr, ok := strings.Cut(l, ":")
-		if _, err := netip.ParseAddrPort(addr); !ok || err != nil || (tr != "udp" && tr != "tcp") {
-			add(fmt.Sprintf("sip.listen[%d]", i), "%q: want udp:IP:PORT or tcp:IP:PORT", l)
+		if _, err := netip.ParseAddrPort(addr); !ok || err != nil || (tr != "udp" && tr != "tcp" && tr != "tls") {
+			add(fmt.Sprintf("sip.listen[%d]", i), "%q: want udp:IP:PORT, tcp:IP:PORT or tls:IP:PORT", l)
 		}
 	}
 	names := map[string]bool{}
@@ -400,8 +428,8 @@ func (c *Config) validate() []problem {
 		} else if _, port, ok := strings.Cut(t.Address, ":"); !ok || port == "" {
 			add(p+".address", "%q: want host:port", t.Address)
 		}
-		if t.Transport != "udp" && t.Transport != "tcp" {
-			add(p+".transport", "%q is not one of udp, tcp", t.Transport)
+		if t.Transport != "udp" && t.Transport != "tcp" && t.Transport != "tls" {
+			add(p+".transport", "%q is not one of udp, tcp, tls", t.Transport)
 		}
 		// Normalise a copy: the slice may be shared with whoever built the config.
 		c.SIP.Trunks[i].Codecs = append([]string(nil), t.Codecs...)
@@ -438,32 +466,15 @@ func (c *Config) validate() []problem {
 			add(p+".display_name", "%q is not one of whatsapp, number, none", t.DisplayName)
 		}
 	}
-	for name, r := range c.Routes {
-		p := "routes." + name
-		if r == nil || len(r.Targets) == 0 {
-			add(p+".targets", "a route needs at least one target")
-			continue
-		}
-		for i, t := range r.Targets {
-			tp := fmt.Sprintf("%s.targets[%d]", p, i)
-			if !strings.HasPrefix(t.URI, "sip:") && !strings.HasPrefix(t.URI, "sips:") {
-				add(tp+".uri", "%q is not a sip: URI", t.URI)
-			}
-			if c.Trunk(t.Trunk) == nil {
-				add(tp+".trunk", "trunk %q is not defined under sip.trunks", t.Trunk)
-			}
-			if t.NoProvisionalTimeout.D() < 500*time.Millisecond || t.NoProvisionalTimeout > t.RingTimeout {
-				add(tp+".no_provisional_timeout", "%s must be at least 500ms and no longer than ring_timeout", t.NoProvisionalTimeout.D())
-			}
-			if t.RingTimeout.D() <= 0 || t.RingTimeout > w.AcceptDeadline {
-				add(tp+".ring_timeout", "%s must be >0 and fit in whatsapp.accept_deadline (%s)", t.RingTimeout.D(), w.AcceptDeadline.D())
-			}
-		}
-	}
+	c.validateTrunkNet(add) // trunk_net.go
+	c.validateTLS(add)      // trunk_tls.go
+	c.validateRoutes(add)
+	c.validateOps(add) // config/ops.go
 	switch c.Store.Driver {
 	case "sqlite", "memory":
 	default:
 		add("store.driver", "%q is not one of sqlite, memory", c.Store.Driver)
 	}
+	ps = append(ps, c.validateStore()...) // config/store.go
 	return ps
 }

@@ -37,7 +37,17 @@ type Deps struct {
 	WebRTC *webrtc.Engine
 	SIP    *sip.UA
 	Logger *slog.Logger
+	// Observer is told about calls for metrics (observe.go); nil: none.
+	Observer Observer
+	// CPU is the host's CPU load (0..1) for admission.max_cpu; nil: no CPU limit.
+	CPU interface{ Load() float64 }
 }
+
+// Admission refusals (issue 6 items 4-5): why a new call is not taken.
+var (
+	ErrDraining   = errors.New("gateway: draining: new calls are refused")
+	ErrOverloaded = errors.New("gateway: over an admission limit")
+)
 
 // Gateway runs calls.
 type Gateway struct {
@@ -46,6 +56,8 @@ type Gateway struct {
 	rtc   *webrtc.Engine
 	ua    *sip.UA
 	log   *slog.Logger
+	obs   Observer
+	cpu   interface{ Load() float64 }
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -54,7 +66,7 @@ type Gateway struct {
 	mu       sync.Mutex
 	calls    map[string]*call // by wacid
 	records  []Record
-	draining atomic.Bool
+	draining atomic.Bool // set under mu, so no call is added to wg once Close waits on it
 
 	trunkDown  map[string]*atomic.Bool // by trunk name; only trunks with OPTIONS pings
 	monCancel  context.CancelFunc      // stops the trunk monitors
@@ -71,16 +83,22 @@ func New(d Deps) *Gateway {
 	if log == nil {
 		log = slog.Default()
 	}
+	obs := d.Observer
+	if obs == nil {
+		obs = NopObserver{}
+	}
 	g := &Gateway{
-		cfg: d.Config, graph: d.Graph, rtc: d.WebRTC, ua: d.SIP, log: log,
+		cfg: d.Config, rtc: d.WebRTC, ua: d.SIP, log: log, obs: obs, cpu: d.CPU,
 		ctx: ctx, cancel: cancel, calls: map[string]*call{}, trunkDown: map[string]*atomic.Bool{},
 	}
+	g.graph = observedGraph{GraphAPI: d.Graph, g: g}
 	monCtx, monCancel := context.WithCancel(context.Background())
 	g.monCancel = monCancel
 	for i := range d.Config.SIP.Trunks {
 		t := &d.Config.SIP.Trunks[i]
 		if t.OptionsInterval > 0 && d.SIP != nil {
 			g.trunkDown[t.Name] = &atomic.Bool{}
+			obs.TrunkState(t.Name, true)
 			g.monitorsWG.Add(1)
 			go func() { defer g.monitorsWG.Done(); g.monitorTrunk(monCtx, t) }()
 		}
@@ -93,7 +111,8 @@ func New(d Deps) *Gateway {
 // fails at once instead of waiting on a dead PBX); one answer marks it up.
 func (g *Gateway) monitorTrunk(ctx context.Context, t *config.Trunk) {
 	down := g.trunkDown[t.Name]
-	st := &sip.Trunk{Name: t.Name, Address: t.Address, Transport: t.Transport}
+	st := &sip.Trunk{Name: t.Name, Address: t.Address, Transport: t.Transport,
+		NAT: sip.NAT{AdvertiseHost: t.Advertise.SIPHost}} // H-NAT: OPTIONS Via toward this trunk
 	every := t.OptionsInterval.D()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -107,6 +126,10 @@ func (g *Gateway) monitorTrunk(ctx context.Context, t *config.Trunk) {
 		pctx, cancel := context.WithTimeout(ctx, min(every, 5*time.Second))
 		code, err := g.ua.Ping(pctx, st)
 		cancel()
+		if !errors.Is(err, sip.ErrNotStarted) && ctx.Err() == nil {
+			g.obs.SIPRequest("OPTIONS", "out")
+			g.obs.SIPResponse("OPTIONS", code, "in") // code 0: no answer
+		}
 		switch {
 		case errors.Is(err, sip.ErrNotStarted):
 			continue // the SIP listeners are not up yet
@@ -114,11 +137,13 @@ func (g *Gateway) monitorTrunk(ctx context.Context, t *config.Trunk) {
 			misses = 0
 			if down.Swap(false) {
 				g.log.Info("trunk up again", "trunk", t.Name, "options_code", code)
+				g.obs.TrunkState(t.Name, true)
 			}
 		default:
 			misses++
 			if misses >= 2 && !down.Swap(true) {
 				g.log.Warn("trunk down: OPTIONS unanswered", "trunk", t.Name, "err", err)
+				g.obs.TrunkState(t.Name, false)
 			}
 		}
 	}
@@ -133,14 +158,14 @@ func (g *Gateway) TrunkUp(name string) bool {
 // HandleEvent is the webhook sink: package whatsapp calls it serially per
 // call id, in arrival order, after signature check and dedupe. It must return
 // quickly, so a new call runs in its own goroutine owned by the gateway.
-func (g *Gateway) HandleEvent(_ context.Context, ev whatsapp.CallEvent) {
+func (g *Gateway) HandleEvent(ctx context.Context, ev whatsapp.CallEvent) {
 	switch ev.Kind {
 	case whatsapp.EventConnect:
 		if ev.Direction == whatsapp.DirBusinessInitiated || ev.SDPType == "answer" {
 			g.log.Info("business-initiated connect ignored: outbound calls are not enabled", "wacid", ev.CallID)
 			return
 		}
-		g.startInbound(ev)
+		g.startInbound(ctx, ev)
 	case whatsapp.EventTerminate:
 		g.mu.Lock()
 		c := g.calls[ev.CallID]
@@ -155,20 +180,13 @@ func (g *Gateway) HandleEvent(_ context.Context, ev whatsapp.CallEvent) {
 	}
 }
 
-func (g *Gateway) startInbound(ev whatsapp.CallEvent) {
+// startInbound admits or refuses a user-initiated call. ctx is the
+// webhook's (cancelled when it closes).
+func (g *Gateway) startInbound(ctx context.Context, ev whatsapp.CallEvent) {
 	log := g.log.With("wacid", ev.CallID)
-	if g.draining.Load() {
-		log.Warn("call offered while draining: rejecting")
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := g.graph.Reject(ctx, ev.PhoneNumberID, ev.CallID); err != nil {
-				log.Warn("reject failed", "err", err)
-			}
-		}()
-		return
+	route := ""
+	if n := g.cfg.Number(ev.PhoneNumberID); n != nil {
+		route = n.InboundRoute
 	}
 	g.mu.Lock()
 	if _, dup := g.calls[ev.CallID]; dup {
@@ -176,14 +194,24 @@ func (g *Gateway) startInbound(ev whatsapp.CallEvent) {
 		log.Info("connect for a call already running: ignored")
 		return
 	}
-	c := newCall(g, ev)
-	g.calls[ev.CallID] = c
+	err := g.admitLocked()
+	var c *call
+	if err == nil {
+		c = newCall(g, ev)
+		g.calls[ev.CallID] = c
+		g.wg.Add(1)
+	}
 	g.mu.Unlock()
+	g.obs.CallOffered(metricsInbound, route)
+	if err != nil {
+		g.refuseInbound(ctx, ev, route, err)
+		return
+	}
 
-	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
 		c.run()
+		g.callEnded(c)
 		g.mu.Lock()
 		delete(g.calls, ev.CallID)
 		g.records = append(g.records, c.rec)
@@ -208,13 +236,99 @@ func (g *Gateway) Records() []Record {
 	return append([]Record(nil), g.records...)
 }
 
-// Drain refuses new calls; calls in progress go on.
-func (g *Gateway) Drain() { g.draining.Store(true) }
+// Admit reports whether a new call would be taken now: nil, or ErrDraining,
+// or ErrOverloaded wrapped with the limit ("max_calls", "cpu"). The SIP
+// INVITE guard (internal/server) asks it before a PBX-originated call.
+func (g *Gateway) Admit() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.admitLocked()
+}
 
-// Close ends every call cleanly (terminate toward Meta, BYE toward the PBX)
-// and waits for them, or for ctx.
-func (g *Gateway) Close(ctx context.Context) error {
+// admitLocked applies drain and admission control (admission.max_calls,
+// admission.max_cpu). Caller holds mu.
+func (g *Gateway) admitLocked() error {
+	if g.draining.Load() {
+		return ErrDraining
+	}
+	a := g.cfg.Admission
+	if a.MaxCalls > 0 && len(g.calls) >= a.MaxCalls {
+		return &OverloadError{Limit: refusedMaxCalls, Detail: fmt.Sprintf("%d calls, max %d", len(g.calls), a.MaxCalls)}
+	}
+	if g.cpu != nil && a.MaxCPU > 0 {
+		if l := g.cpu.Load(); l >= a.MaxCPU {
+			return &OverloadError{Limit: refusedCPU, Detail: fmt.Sprintf("load %.2f, max %.2f", l, a.MaxCPU)}
+		}
+	}
+	return nil
+}
+
+// OverloadError is ErrOverloaded naming the limit that refused a call.
+type OverloadError struct{ Limit, Detail string }
+
+func (e *OverloadError) Error() string {
+	return ErrOverloaded.Error() + ": " + e.Limit + " (" + e.Detail + ")"
+}
+
+// Is makes errors.Is(err, ErrOverloaded) hold.
+func (e *OverloadError) Is(target error) bool { return target == ErrOverloaded }
+
+// RefusalReason names an Admit error for metrics and logs: "draining",
+// "max_calls" or "cpu".
+func RefusalReason(err error) string {
+	var oe *OverloadError
+	if errors.As(err, &oe) {
+		return oe.Limit
+	}
+	return refusedDraining
+}
+
+// refuseInbound rejects an offered call with the Graph API (before
+// pre_accept: Meta's "reject", reference §3.2) and counts it. It runs on the
+// webhook's worker for this call id, which serialises only this call's
+// events, so waiting on the Graph API here delays no other call; Webhook.Close
+// waits for it.
+func (g *Gateway) refuseInbound(ctx context.Context, ev whatsapp.CallEvent, route string, err error) {
+	reason := RefusalReason(err)
+	g.obs.CallRefused(metricsInbound, route, reason)
+	g.log.Warn("call refused", "wacid", ev.CallID, "route", route, "reason", reason, "err", err)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if rerr := g.graph.Reject(rctx, ev.PhoneNumberID, ev.CallID); rerr != nil {
+		g.log.Warn("reject failed", "wacid", ev.CallID, "err", rerr)
+	}
+}
+
+// Drain refuses new calls; calls in progress go on.
+func (g *Gateway) Drain() {
+	g.mu.Lock()
 	g.draining.Store(true)
+	g.mu.Unlock()
+}
+
+// Draining reports whether Drain or Close was called.
+func (g *Gateway) Draining() bool { return g.draining.Load() }
+
+// WaitIdle waits until no call is in progress, or ctx ends (its error).
+// With Drain first, this is the graceful part of a shutdown: calls end on
+// their own while new ones are refused.
+func (g *Gateway) WaitIdle(ctx context.Context) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for g.Active() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Close ends every call cleanly (terminate toward Meta, BYE toward the PBX,
+// each recorded as "shutdown") and waits for them, or for ctx.
+func (g *Gateway) Close(ctx context.Context) error {
+	g.Drain()
 	g.monCancel()
 	g.monitorsWG.Wait()
 	g.mu.Lock()

@@ -442,6 +442,7 @@ func (c *call) sipTrunk(t *config.Trunk) *sip.Trunk {
 		Name: t.Name, Address: t.Address, Transport: t.Transport,
 		Username: t.Auth.Username, Password: t.Auth.Password,
 		Codecs: t.Codecs, DTMFPT: uint8(t.DTMFPT), FromDomain: t.FromDomain,
+		NAT: sip.NAT{AdvertiseHost: t.Advertise.SIPHost, MediaIP: t.Advertise.MediaAddr(), RewriteContact: t.RewriteContact}, // H-NAT
 	}
 }
 

@@ -35,6 +35,16 @@ type ClientConfig struct {
 	Backoff     time.Duration // delay before the first retry, doubled for each further one; default 200ms
 	HTTPClient  *http.Client  // default: a private client with a clone of http.DefaultTransport
 	Logger      *slog.Logger
+	// Observer, when set, is told about every request attempt (for metrics).
+	Observer GraphObserver
+}
+
+// GraphObserver sees each Graph API request attempt: its action
+// ("pre_accept", ..., "call_permissions"), its outcome ("ok"; "error" when
+// Graph answered with an error, code then being its error code or 0;
+// "timeout"; "network" for any other transport failure) and its latency.
+type GraphObserver interface {
+	GraphRequest(action, outcome string, code int, d time.Duration)
 }
 
 // Client calls POST /{phone-number-id}/calls (ref §3.1–3.2) with per-request timeouts and the
@@ -317,7 +327,12 @@ func (c *Client) send(ctx context.Context, method, endpoint string, body []byte,
 				break
 			}
 		}
+		began := time.Now()
 		last = c.attempt(ctx, method, endpoint, body)
+		if c.cfg.Observer != nil {
+			outcome, code := attemptOutcome(last.err)
+			c.cfg.Observer.GraphRequest(action, outcome, code, time.Since(began))
+		}
 		if last.err == nil {
 			return last.data, nil
 		}
@@ -353,6 +368,20 @@ func finalError(ctx context.Context, what string, last attemptResult) error {
 		return fmt.Errorf("whatsapp: %s: %w (last attempt: %v)", what, ctx.Err(), last.err)
 	}
 	return fmt.Errorf("whatsapp: %s: %w", what, last.err)
+}
+
+// attemptOutcome classifies one attempt for GraphObserver.
+func attemptOutcome(err error) (outcome string, code int) {
+	var apiErr *APIError
+	switch {
+	case err == nil:
+		return "ok", 0
+	case errors.As(err, &apiErr):
+		return "error", apiErr.Code
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return "timeout", 0
+	}
+	return "network", 0
 }
 
 type attemptResult struct {

@@ -16,12 +16,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ponte-gw/ponte/config"
 	"github.com/ponte-gw/ponte/gateway"
+	"github.com/ponte-gw/ponte/metrics"
 	"github.com/ponte-gw/ponte/sip"
 	"github.com/ponte-gw/ponte/webrtc"
 	"github.com/ponte-gw/ponte/whatsapp"
@@ -37,16 +36,43 @@ type Server struct {
 	Gateway *gateway.Gateway
 	UA      *sip.UA
 	RTC     *webrtc.Engine
-	Metrics *prometheus.Registry
+	Metrics *metrics.Metrics // Metrics.Registry is what /metrics serves
+	CPU     *metrics.CPULoad // host CPU load for admission.max_cpu and ponte_cpu_load
+
+	// StoreCheck, when set before Start, is pinged by /readyz ("store
+	// writable"); store.Store implements it. nil: no store check.
+	StoreCheck Pinger
 
 	public, admin     *http.Server
 	publicLn, adminLn net.Listener
 	draining          atomic.Bool
 }
 
+// Pinger checks a dependency /readyz needs (the store: a write).
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Version and Revision are reported by ponte_build_info; cmd/ponte sets
+// them from its -ldflags (Revision only matters where the binary carries no
+// VCS information).
+var (
+	Version  = "dev"
+	Revision = ""
+)
+
 // New builds every component; nothing listens until Start.
 func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log}
+	var routes, trunks []string
+	for name := range cfg.Routes {
+		routes = append(routes, name)
+	}
+	for _, t := range cfg.SIP.Trunks {
+		trunks = append(trunks, t.Name)
+	}
+	s.Metrics = metrics.New(metrics.Options{Version: Version, Revision: Revision, Routes: routes, Trunks: trunks})
+	s.Metrics.SetLimits(cfg.Admission.MaxCalls, cfg.Admission.MaxCPU)
 	if cfg.WhatsApp.InsecureSkipSignature {
 		log.Warn("SECURITY: whatsapp.insecure_skip_signature is on: webhook signatures are NOT checked. Development only.")
 	}
@@ -56,6 +82,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		Timeout:     cfg.WhatsApp.RequestTimeout.D(),
 		Retries:     cfg.WhatsApp.Retries,
 		Logger:      log,
+		Observer:    s.Metrics,
 	})
 	var err error
 	s.RTC, err = webrtc.NewEngine(webrtc.Config{
@@ -85,7 +112,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		s.RTC.Close()
 		return nil, fmt.Errorf("sip: %w", err)
 	}
-	s.Gateway = gateway.New(gateway.Deps{Config: cfg, Graph: s.Graph, WebRTC: s.RTC, SIP: s.UA, Logger: log})
+	s.CPU = metrics.NewCPULoad(cfg.Admission.CPUWindow.D(), time.Second, nil)
+	s.Metrics.WatchCPU(s.CPU.Load)
+	s.Gateway = gateway.New(gateway.Deps{Config: cfg, Graph: s.Graph, WebRTC: s.RTC, SIP: s.UA, Logger: log,
+		Observer: s.Metrics, CPU: s.CPU})
+	s.UA.OnInvite(s.GuardInvite(nil)) // PBX-originated calls: the lead chains the gateway's handler here
 	s.Webhook = whatsapp.NewWebhook(whatsapp.WebhookConfig{
 		VerifyToken:           cfg.WhatsApp.VerifyToken,
 		AppSecret:             cfg.WhatsApp.AppSecret,
@@ -94,12 +125,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		InsecureSkipSignature: cfg.WhatsApp.InsecureSkipSignature,
 		Logger:                log,
 	}, s.Gateway.HandleEvent)
-
-	s.Metrics = prometheus.NewRegistry()
-	s.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "ponte_calls_active", Help: "Calls in progress.",
-	}, func() float64 { return float64(s.Gateway.Active()) }))
+	s.Metrics.WatchWebhook(func() (received, rejected map[string]uint64) {
+		st := s.Webhook.Stats()
+		return st.Received, st.Rejected
+	})
 	return s, nil
 }
 
@@ -112,14 +141,8 @@ func (s *Server) Start(ctx context.Context) error {
 	pub.Handle("/webhook", s.Webhook)
 	adm := http.NewServeMux()
 	adm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	adm.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if s.draining.Load() {
-			http.Error(w, "draining", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
-	adm.Handle("/metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{}))
+	adm.HandleFunc("/readyz", s.serveReady)
+	adm.Handle("/metrics", promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{}))
 
 	var err error
 	if s.publicLn, err = net.Listen("tcp", s.cfg.HTTP.Public); err != nil {
@@ -156,11 +179,12 @@ func (s *Server) WebhookURL() string { return "http://" + s.publicLn.Addr().Stri
 // AdminURL is the admin listener's base URL.
 func (s *Server) AdminURL() string { return "http://" + s.adminLn.Addr().String() }
 
-// Shutdown drains: /readyz fails, new calls are refused, calls in progress
-// are ended cleanly when ctx expires; then every listener closes.
+// Shutdown stops ponte: /readyz fails, new calls are refused, calls still in
+// progress are ended at once, cleanly (terminate toward Meta, BYE toward the
+// PBX, recorded as "shutdown"), and waited for until ctx expires; then every
+// listener closes. Call Drain first for a graceful stop.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.draining.Store(true)
-	s.Gateway.Drain()
+	s.setDraining()
 	err := s.Gateway.Close(ctx)
 	s.Webhook.Close()
 	hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -171,6 +195,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	_ = s.UA.Close()
 	_ = s.RTC.Close()
+	s.CPU.Close()
 	return err
 }
 
