@@ -163,6 +163,7 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 	}
 	toMeta := b.toMeta
 	toMeta.mu.Lock()
+	toMeta.resetCodecs()
 	toMeta.inPT, toMeta.inDTMFPT = m.PT, m.DTMFPT
 	toMeta.silence = silence
 	if !pass {
@@ -209,6 +210,7 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 	toPBX := b.toPBX
 	toPBX.mu.Lock()
 	defer toPBX.mu.Unlock()
+	toPBX.resetCodecs()
 	toPBX.outPT = m.PT
 	toPBX.outDTMFPT, toPBX.hasDTMF = uint8(max(m.DTMFPT, 0)), m.DTMFPT >= 0
 	toPBX.slotDur, toPBX.outN = slot, outN

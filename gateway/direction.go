@@ -192,6 +192,18 @@ func (d *direction) peekNext(pt uint8) ([]byte, bool) {
 	return payload[1:], true
 }
 
+// resetCodecs forgets the previous PBX's codecs and buffered audio, for a
+// bridge pointed at another PBX dialog (the next target of a hunt, a
+// transfer). The outgoing stream (SSRC, sequence, timestamps) goes on.
+// Caller holds mu.
+func (d *direction) resetCodecs() {
+	d.dec, d.enc, d.probe, d.lastDec = nil, nil, nil, nil
+	d.alt = d.alt[:0]
+	d.fifoN, d.haveSrc, d.cn, d.hadAudio, d.underrun = 0, false, false, false, 0
+	d.jb.Reset()
+	d.relay.Reset()
+}
+
 // openAt starts the outgoing stream. Caller holds mu.
 func (d *direction) openAt(now time.Time) {
 	if d.open {

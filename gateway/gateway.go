@@ -252,6 +252,14 @@ type Record struct {
 	Outcome, EndedBy, MetaStatus                 string
 	MetaErrors                                   []int
 	ToPBX, ToMeta                                DirStats
+	Attempts                                     []AttemptRecord
+}
+
+// AttemptRecord is one target tried during the hunt.
+type AttemptRecord struct {
+	Kind, Target, Trunk, SIPCallID string
+	Started, Ended                 time.Time
+	Result                         string // "answered", a SIP code ("486"), or an event ("ring_timeout")
 }
 
 func (r Record) String() string {

@@ -38,6 +38,7 @@ type call struct {
 	termCodes  []int
 
 	answer   string // our SDP answer: pre_accept and accept carry it byte for byte
+	mediaFor string // SIP Call-ID of the dialog the bridge's PBX side is set for
 	accepted bool   // accept returned 200: from now on Meta is told "terminate", not "reject"
 	bridge   *Bridge
 	rec      Record
@@ -115,15 +116,12 @@ func (c *call) connect() error {
 	// Meta's accept window runs from the connect webhook (reference §3.2).
 	acceptBy := c.rec.Offered.Add(cfg.WhatsApp.AcceptDeadline.D())
 
-	route, target, trunk, err := c.pickTarget()
+	route, plan, err := c.plan()
 	if err != nil {
 		return err
 	}
-	c.rec.Route, c.rec.Target = route, target.URI
-	c.log = c.log.With("route", route, "target", target.URI)
-	if !c.g.TrunkUp(trunk.Name) {
-		return fmt.Errorf("%w: %s", ErrTrunkDown, trunk.Name)
-	}
+	c.rec.Route = route
+	c.log = c.log.With("route", route)
 
 	leg, err := c.g.rtc.NewLeg(c.ev.CallID)
 	if err != nil {
@@ -194,8 +192,49 @@ func (c *call) connect() error {
 		}
 	}()
 
-	// The dial gives up at the ring timeout or at Meta's accept deadline,
-	// whichever comes first, and whenever the call ends.
+	// Hunt: each attempt rings until its ring timeout; a failure the
+	// route's policy lists moves on to the next, the default department last.
+	// The WhatsApp leg, its bridge and the RTP socket stay: the caller keeps
+	// hearing WhatsApp's ringing (or, once accepted on early media, ponte's
+	// stream continues with one SSRC).
+	var lastErr error
+	for i, at := range plan {
+		ar := AttemptRecord{Kind: at.kind, Target: at.target.URI, Trunk: at.trunk.Name, Started: time.Now()}
+		dlg, md, err := c.dialTarget(at, &ar, leg, rtpSess, acceptBy)
+		ar.Ended, ar.Result = time.Now(), attemptResult(err)
+		c.rec.Attempts = append(c.rec.Attempts, ar)
+		if err == nil {
+			c.rec.Target = at.target.URI
+			c.rec.PBXAnswered = time.Now()
+			c.log = c.log.With("target", at.target.URI, "sip_call_id", dlg.CallID())
+			c.log.Info("target answered", "attempt", i+1, "acked_at", dlg.AckedAt().Format(time.RFC3339Nano))
+			// From here the PBX is in the call: every failure path BYEs it.
+			return c.afterAnswer(leg, rtpSess, dlg, md, at.trunk, acceptBy)
+		}
+		lastErr = err
+		c.log.Info("attempt failed", "attempt", i+1, "target", at.target.URI, "result", ar.Result, "err", err)
+		if cause := context.Cause(c.ctx); cause != nil {
+			return cause
+		}
+		if i == len(plan)-1 || !movesOn(err) || !time.Now().Before(acceptBy) && !c.accepted {
+			break
+		}
+	}
+	c.rec.Target = plan[len(plan)-1].target.URI
+	return lastErr
+}
+
+// dialTarget rings one target until it answers (the 200 is ACKed by package
+// sip), fails, or runs out of time: its ring timeout, its no-provisional
+// timeout, or Meta's accept deadline, whichever comes first.
+func (c *call) dialTarget(at attempt, ar *AttemptRecord, leg interface {
+	WaitConnected(context.Context) error
+	EnableSend()
+}, rtpSess *sip.RTPSession, acceptBy time.Time) (*sip.Dialog, *sip.MediaDesc, error) {
+	target, trunk := at.target, at.trunk
+	if !c.g.TrunkUp(trunk.Name) {
+		return nil, nil, fmt.Errorf("%w: %s", ErrTrunkDown, trunk.Name)
+	}
 	dialCtx, dialCancel := context.WithCancelCause(c.ctx)
 	defer dialCancel(nil)
 	ringBy := time.Now().Add(target.RingTimeout.D())
@@ -236,10 +275,10 @@ func (c *call) connect() error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrSIP, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrSIP, err)
 	}
+	ar.SIPCallID = dlg.CallID()
 	c.rec.SIPCallID = dlg.CallID()
-	c.log = c.log.With("sip_call_id", dlg.CallID())
 
 	answered := make(chan dialResult, 1)
 	go func() {
@@ -261,6 +300,7 @@ wait:
 				dialCancel(c.withReason(err))
 				continue
 			}
+			c.mediaFor = dlg.CallID()
 			if err := c.acceptMeta(leg, acceptBy); err != nil {
 				dialCancel(c.withReason(err))
 				continue
@@ -274,20 +314,15 @@ wait:
 		var se *sip.StatusError
 		switch {
 		case errors.As(res.err, &se):
-			return res.err
+			return nil, nil, res.err
 		case cause != nil && !errors.Is(cause, context.Canceled):
-			return cause
+			return nil, nil, cause
 		default:
-			return fmt.Errorf("%w: %v", ErrSIP, res.err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrSIP, res.err)
 		}
 	}
 	stop.Stop()
-	c.rec.PBXAnswered = time.Now()
-	c.log.Info("target answered", "acked_at", dlg.AckedAt().Format(time.RFC3339Nano))
-
-	// From here the PBX is in the call: every failure path BYEs it.
-	err = c.afterAnswer(leg, rtpSess, dlg, res.md, trunk, acceptBy)
-	return err
+	return dlg, res.md, nil
 }
 
 // afterAnswer takes the call from the PBX's 200 to its end.
@@ -311,13 +346,16 @@ func (c *call) afterAnswer(leg interface {
 			c.log.Warn("BYE to the PBX failed", "err", berr)
 		}
 	}()
-	if !c.accepted {
+	// Early media of this very dialog already pointed the bridge at it; a
+	// target reached after another's early media still needs its own.
+	if c.mediaFor != dlg.CallID() {
 		if err := c.startPBXMedia(rtpSess, md, trunk); err != nil {
 			return err
 		}
-		if err := c.acceptMeta(leg, acceptBy); err != nil {
-			return err
-		}
+		c.mediaFor = dlg.CallID()
+	}
+	if err := c.acceptMeta(leg, acceptBy); err != nil {
+		return err
 	}
 	c.log.Info("call connected", "codec", c.rec.Codec,
 		"pbx200_to_accept_ms", c.rec.Accepted.Sub(c.rec.PBXAnswered).Milliseconds())
@@ -426,15 +464,72 @@ func errString(err error) string {
 	return err.Error()
 }
 
-func (c *call) pickTarget() (string, config.Target, *config.Trunk, error) {
+// attempt is one step of the hunt.
+type attempt struct {
+	kind   string // target | default (the default department)
+	target config.Target
+	trunk  *config.Trunk
+}
+
+// plan is the route's hunt: its targets in order.
+func (c *call) plan() (string, []attempt, error) {
 	cfg := c.cfg()
 	n := cfg.Number(c.ev.PhoneNumberID)
 	if n == nil || n.InboundRoute == "" {
-		return "", config.Target{}, nil, fmt.Errorf("%w: phone_number_id %s", ErrNoRoute, c.ev.PhoneNumberID)
+		return "", nil, fmt.Errorf("%w: phone_number_id %s", ErrNoRoute, c.ev.PhoneNumberID)
 	}
 	r := cfg.Routes[n.InboundRoute]
-	t := r.Targets[0]
-	return n.InboundRoute, t, cfg.Trunk(t.Trunk), nil
+	var plan []attempt
+	for _, t := range r.Targets {
+		plan = append(plan, attempt{kind: "target", target: t, trunk: cfg.Trunk(t.Trunk)})
+	}
+	if len(plan) == 0 {
+		return "", nil, fmt.Errorf("%w: route %s has no targets", ErrNoRoute, n.InboundRoute)
+	}
+	return n.InboundRoute, plan, nil
+}
+
+// movesOn is the default hunting policy: a target that is busy, away,
+// unreachable or broken hands the call to the next; a 603 Decline (RFC 3261
+// §21.6.2: "the callee does not wish to participate") and anything else stop.
+// 420/421 mean the target demands an extension ponte does not offer (100rel):
+// another target may not.
+func movesOn(err error) bool {
+	var se *sip.StatusError
+	if errors.As(err, &se) {
+		switch {
+		case se.Code == 408, se.Code == 480, se.Code == 486, se.Code == 420, se.Code == 421:
+			return true
+		case se.Code >= 500 && se.Code <= 599:
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, ErrRingTimeout) || errors.Is(err, ErrNoProvisional) || errors.Is(err, ErrTrunkDown)
+}
+
+// attemptResult names an attempt's outcome for the record: the SIP code, or
+// the event that ended it.
+func attemptResult(err error) string {
+	var se *sip.StatusError
+	switch {
+	case err == nil:
+		return "answered"
+	case errors.As(err, &se):
+		return fmt.Sprintf("%d", se.Code)
+	case errors.Is(err, ErrRingTimeout):
+		return "ring_timeout"
+	case errors.Is(err, ErrNoProvisional):
+		return "no_provisional_timeout"
+	case errors.Is(err, ErrTrunkDown):
+		return "trunk_down"
+	case errors.Is(err, ErrAcceptDeadline):
+		return "accept_deadline"
+	case errors.Is(err, ErrCallerHangup):
+		return "caller_hangup"
+	default:
+		return "error"
+	}
 }
 
 func (c *call) sipTrunk(t *config.Trunk) *sip.Trunk {

@@ -1,0 +1,159 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/gateway"
+	"github.com/ponte-gw/ponte/sim/pbx"
+	"github.com/ponte-gw/ponte/sim/scenario"
+	"github.com/ponte-gw/ponte/sim/wasim"
+)
+
+// deptToneHz is the default department's tone, so the caller can tell which
+// PBX it is hearing.
+const deptToneHz = 1500
+
+// huntEnv starts the gateway with its PBX simulator as the first target
+// (behaving as first says) and a second PBX simulator, on a trunk of its own,
+// as the route's second target.
+func huntEnv(t *testing.T, first pbx.Config, firstRing time.Duration) (*scenario.Env, *pbx.PBX) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	dept, err := pbx.Start(ctx, pbx.Config{
+		Listen: "127.0.0.1:0", ToneHz: deptToneHz, ExpectToneHz: 440, Logger: logger().With("sim", "dept"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dept.Close() })
+	env := startEnv(t, scenario.Options{
+		PBX:         first,
+		RingTimeout: firstRing,
+		Configure: func(c *config.Config) {
+			c.SIP.Trunks = append(c.SIP.Trunks, config.Trunk{Name: "dept", Address: dept.Addr().String(), Transport: "udp", Codecs: []string{"PCMU"}})
+			r := c.Routes["support"]
+			r.Targets = append(r.Targets, config.Target{
+				URI: "sip:reception@" + dept.Addr().String(), Trunk: "dept", RingTimeout: config.Duration(10 * time.Second),
+			})
+		},
+	})
+	return env, dept
+}
+
+// attempts renders a record's hunt as "target:result,..." for assertions.
+func attempts(r gateway.Record) string {
+	var s []string
+	for _, a := range r.Attempts {
+		user, _, _ := strings.Cut(strings.TrimPrefix(a.Target, "sip:"), "@")
+		s = append(s, user+":"+a.Result)
+	}
+	return strings.Join(s, ",")
+}
+
+// TestHuntMovesOnToDefaultDepartment: the first target never answers (its
+// ring timeout passes) or answers 486 Busy; the call moves on, the second
+// target rings and answers, and tones flow both ways with the second PBX.
+// The record lists both attempts with their results and timing.
+func TestHuntMovesOnToDefaultDepartment(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		first  pbx.Config
+		ring   time.Duration
+		result string
+	}{
+		{"ring timeout", pbx.Config{AnswerDelay: time.Minute}, 3 * time.Second, "ring_timeout"},
+		{"486 busy", pbx.Config{AnswerCode: 486}, 10 * time.Second, "486"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := startStallWatch(t)
+			env, dept := huntEnv(t, tc.first, tc.ring)
+			ctx := ctxT(t, 30*time.Second)
+			start := time.Now()
+			caller, err := env.Meta.Call(ctx, wasim.CallOptions{ExpectHz: deptToneHz})
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, err := env.PBX.NextCall(ctx)
+			if err != nil {
+				t.Fatalf("first target never rung: %v", err)
+			}
+			pc, err := dept.NextCall(ctx)
+			if err != nil {
+				t.Fatalf("default department never rung: %v", err)
+			}
+			rungAfter := time.Since(start)
+			select {
+			case <-first.Ended():
+			case <-time.After(5 * time.Second):
+				t.Error("the first target's INVITE was never ended (CANCEL) after moving on")
+			}
+			if tc.result == "ring_timeout" && (rungAfter < tc.ring || rungAfter > tc.ring+3*time.Second) {
+				t.Errorf("default department rung %v after the call, want just after the first target's %v ring timeout", rungAfter, tc.ring)
+			}
+			if err := caller.WaitAccepted(ctx); err != nil {
+				t.Fatalf("never accepted: %v (%s)", err, caller.EndReason())
+			}
+			acc := caller.AcceptRespondedAt()
+			listen(t, w, acc.Add(500*time.Millisecond), 3*time.Second, func(from, to time.Time) string {
+				var msg []string
+				if r := caller.Heard().Report(from, to); r.ToneRatio < 0.95 {
+					msg = append(msg, fmt.Sprintf("caller heard the department's %d Hz in %.1f%% of windows", deptToneHz, r.ToneRatio*100))
+				}
+				if r := pc.Received().Report(from, to); r.ToneRatio < 0.95 {
+					msg = append(msg, fmt.Sprintf("department heard the caller's 440 Hz in %.1f%% of windows", r.ToneRatio*100))
+				}
+				return strings.Join(msg, "; ")
+			})
+			if a := actions(requests(env, caller.ID())); a != "pre_accept,accept" {
+				t.Errorf("Graph requests %q, want pre_accept,accept (one accept, whichever target answers)", a)
+			}
+			hangupAndWait(t, env, caller, pc)
+			recs := env.Server.Gateway.Records()
+			if len(recs) != 1 {
+				t.Fatalf("%d records", len(recs))
+			}
+			r := recs[0]
+			if got, want := attempts(r), "agent:"+tc.result+",reception:answered"; got != want {
+				t.Errorf("record attempts %q, want %q", got, want)
+			}
+			for i, a := range r.Attempts {
+				if a.Started.IsZero() || a.Ended.Before(a.Started) || a.SIPCallID == "" || a.Trunk == "" {
+					t.Errorf("attempt %d incomplete: %+v", i, a)
+				}
+			}
+			if r.Outcome != "completed" || !strings.Contains(r.Target, "reception") {
+				t.Errorf("record outcome %q target %q", r.Outcome, r.Target)
+			}
+		})
+	}
+}
+
+// TestHuntDeclineStops: 603 Decline is the callee's "no" (RFC 3261 §21.6.2):
+// the hunt stops, the call is rejected toward Meta and the next target never
+// rings.
+func TestHuntDeclineStops(t *testing.T) {
+	env, dept := huntEnv(t, pbx.Config{AnswerCode: 603}, 10*time.Second)
+	caller, err := env.Meta.Call(ctxT(t, 10*time.Second), wasim.CallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := callerEnded(t, caller, 10*time.Second); r != "gateway_reject" {
+		t.Errorf("caller end reason %q, want gateway_reject", r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	if pc, err := dept.NextCall(ctx); err == nil {
+		t.Errorf("the next target rang after a 603 (call %s)", pc.Invite().CallID().Value())
+	}
+	_ = env.WaitIdle(ctxT(t, 5*time.Second))
+	recs := env.Server.Gateway.Records()
+	if len(recs) != 1 || attempts(recs[0]) != "agent:603" || recs[0].Outcome != "target_603" {
+		t.Errorf("record %+v (attempts %q), want one attempt agent:603 and outcome target_603", recs, attempts(recs[0]))
+	}
+}
