@@ -164,6 +164,7 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 	toMeta := b.toMeta
 	toMeta.mu.Lock()
 	toMeta.resetCodecs()
+	toMeta.local = nil // the PBX's audio replaces ringback or the queue announcement
 	toMeta.inPT, toMeta.inDTMFPT = m.PT, m.DTMFPT
 	toMeta.silence = silence
 	if !pass {
@@ -232,6 +233,34 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 	}
 	toPBX.accepting = true
 	toPBX.openAt(time.Now())
+	return nil
+}
+
+// PlayToMeta plays locally made audio toward Meta (queue ringback, music,
+// an announcement) from the next slot on, in the same outgoing stream: fill
+// writes each 20 ms frame of 8 kHz PCM. SetPBX ends it (the agent's audio
+// takes over); nil stops it (silence). It works before and after OpenMeta.
+func (b *Bridge) PlayToMeta(fill func(pcm []int16)) error {
+	d := b.toMeta
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if fill != nil && d.localEnc == nil {
+		enc, err := transcode.NewEncoder("opus", pcmRate, transcode.EncoderOptions{
+			Complexity: b.params.Complexity, Bitrate: b.params.Bitrate, FEC: true, PacketLossPerc: 5,
+		})
+		if err != nil {
+			return err
+		}
+		d.localEnc = enc
+	}
+	if d.silence == nil {
+		silence, err := silenceFrame("opus", b.params, pcmFrame)
+		if err != nil {
+			return err
+		}
+		d.silence = silence
+	}
+	d.local = fill
 	return nil
 }
 

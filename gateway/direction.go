@@ -52,6 +52,8 @@ type direction struct {
 	probe     transcode.Decoder // passthrough only: tells silence while winning back a backlog
 	enc       transcode.Encoder
 	silence   []byte
+	local     func(pcm []int16) // local audio (ringback, queue music) played instead of the source
+	localEnc  transcode.Encoder
 	winBack   bool
 	target    int       // current playout depth in frames (adaptive)
 	minTarget int       // configured depth
@@ -258,7 +260,12 @@ func (d *direction) emit(now time.Time) {
 		d.st.Events++
 		return
 	}
-	payload := d.nextAudio()
+	var payload []byte
+	if d.local != nil {
+		payload = d.localAudio()
+	} else {
+		payload = d.nextAudio()
+	}
 	if payload == nil {
 		return // a short underrun in passthrough: leave the slot empty, the receiver conceals it
 	}
@@ -359,6 +366,17 @@ func (d *direction) nextAudio() []byte {
 		d.st.Silence++
 		return d.silence
 	}
+}
+
+// localAudio encodes one frame of the local player.
+func (d *direction) localAudio() []byte {
+	pcm := d.pcm[:d.outN]
+	d.local(pcm)
+	n, err := d.localEnc.Encode(pcm, d.buf)
+	if err != nil || n == 0 {
+		return d.silence
+	}
+	return d.buf[:n]
 }
 
 // playCN handles an RFC 3389 comfort-noise packet: the source is in a silent
