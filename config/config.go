@@ -120,9 +120,18 @@ type Auth struct {
 	Password string `yaml:"password"`
 }
 
-// Route says where an inbound WhatsApp call rings.
+// Route says where an inbound WhatsApp call rings. Everything but targets is
+// optional; the schema and its rules are in routes.go and docs/routing.md.
 type Route struct {
-	Targets []Target `yaml:"targets"`
+	Targets           []Target     `yaml:"targets"`            // rung in order
+	Hours             *Hours       `yaml:"hours"`              // left out: always open
+	Closed            *Closed      `yaml:"closed"`             // outside hours: reject (default) or a target
+	Mode              string       `yaml:"mode"`               // ring_then_answer (default) | answer_then_hunt
+	DefaultDepartment *Target      `yaml:"default_department"` // always tried last
+	MoveOn            []string     `yaml:"move_on"`            // which failures move to the next attempt
+	Queue             *Queue       `yaml:"queue"`              // answer_then_hunt only
+	StickyAgent       *StickyAgent `yaml:"sticky_agent"`
+	Hook              *Hook        `yaml:"hook"`
 }
 
 // Target is one SIP destination.
@@ -277,10 +286,7 @@ func (c *Config) applyDefaults() {
 		if r == nil {
 			continue
 		}
-		for i := range r.Targets {
-			defD(&r.Targets[i].RingTimeout, 20*time.Second)
-			defD(&r.Targets[i].NoProvisionalTimeout, 3*time.Second)
-		}
+		r.routeDefaults()
 	}
 	def(&c.Store.Driver, "sqlite")
 	def(&c.Store.DSN, "./ponte.db")
@@ -438,28 +444,7 @@ func (c *Config) validate() []problem {
 			add(p+".display_name", "%q is not one of whatsapp, number, none", t.DisplayName)
 		}
 	}
-	for name, r := range c.Routes {
-		p := "routes." + name
-		if r == nil || len(r.Targets) == 0 {
-			add(p+".targets", "a route needs at least one target")
-			continue
-		}
-		for i, t := range r.Targets {
-			tp := fmt.Sprintf("%s.targets[%d]", p, i)
-			if !strings.HasPrefix(t.URI, "sip:") && !strings.HasPrefix(t.URI, "sips:") {
-				add(tp+".uri", "%q is not a sip: URI", t.URI)
-			}
-			if c.Trunk(t.Trunk) == nil {
-				add(tp+".trunk", "trunk %q is not defined under sip.trunks", t.Trunk)
-			}
-			if t.NoProvisionalTimeout.D() < 500*time.Millisecond || t.NoProvisionalTimeout > t.RingTimeout {
-				add(tp+".no_provisional_timeout", "%s must be at least 500ms and no longer than ring_timeout", t.NoProvisionalTimeout.D())
-			}
-			if t.RingTimeout.D() <= 0 || t.RingTimeout > w.AcceptDeadline {
-				add(tp+".ring_timeout", "%s must be >0 and fit in whatsapp.accept_deadline (%s)", t.RingTimeout.D(), w.AcceptDeadline.D())
-			}
-		}
-	}
+	c.validateRoutes(add)
 	switch c.Store.Driver {
 	case "sqlite", "memory":
 	default:

@@ -14,6 +14,7 @@ import (
 var (
 	ErrBadOffer        = errors.New("gateway: unusable SDP offer from Meta")
 	ErrNoRoute         = errors.New("gateway: no route for this business number")
+	ErrClosed          = errors.New("gateway: outside business hours (route closed)")
 	ErrTargetFailed    = errors.New("gateway: target refused the call")
 	ErrRingTimeout     = errors.New("gateway: target did not answer in time")
 	ErrNoProvisional   = errors.New("gateway: target sent no provisional response in time (dead target)")
@@ -72,6 +73,8 @@ func classify(err error) endReason {
 		return endReason{"media_failed", q(41, "WhatsApp media failed")}
 	case errors.Is(err, ErrShutdown):
 		return endReason{"shutdown", q(41, "Gateway shutting down")}
+	case errors.Is(err, ErrClosed):
+		return endReason{"closed", q(21, "Call rejected (closed)")}
 	case errors.Is(err, ErrNoRoute):
 		return endReason{"no_route", q(3, "No route")}
 	case errors.Is(err, ErrBadOffer):

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/gateway/route"
 	"github.com/ponte-gw/ponte/sip"
 	"github.com/ponte-gw/ponte/webrtc"
 	"github.com/ponte-gw/ponte/whatsapp"
@@ -37,6 +38,17 @@ type Deps struct {
 	WebRTC *webrtc.Engine
 	SIP    *sip.UA
 	Logger *slog.Logger
+	// Clock drives business hours and the sticky-agent window (nil: wall clock).
+	Clock route.Clock
+	// Agents remembers who answered each caller (nil: in memory).
+	Agents AgentStore
+}
+
+// AgentStore remembers the agent who answered a caller, for the sticky-agent
+// rule; the call records store implements it durably.
+type AgentStore interface {
+	route.AgentMemory
+	Remember(key, agent string, at time.Time)
 }
 
 // Gateway runs calls.
@@ -55,6 +67,9 @@ type Gateway struct {
 	calls    map[string]*call // by wacid
 	records  []Record
 	draining atomic.Bool
+
+	routers map[string]*route.Router // by route name
+	agents  AgentStore
 
 	trunkDown  map[string]*atomic.Bool // by trunk name; only trunks with OPTIONS pings
 	monCancel  context.CancelFunc      // stops the trunk monitors
@@ -75,6 +90,21 @@ func New(d Deps) *Gateway {
 		cfg: d.Config, graph: d.Graph, rtc: d.WebRTC, ua: d.SIP, log: log,
 		ctx: ctx, cancel: cancel, calls: map[string]*call{}, trunkDown: map[string]*atomic.Bool{},
 	}
+	var opts []route.Option
+	if d.Clock != nil {
+		opts = append(opts, route.WithClock(d.Clock))
+	}
+	routers, err := route.NewAll(d.Config, opts...)
+	if err != nil {
+		// Config validation compiles the same rules, so this is a config
+		// built in code without Finalize: its calls fail with ErrNoRoute.
+		log.Error("routes do not compile; calls to them are refused", "err", err)
+	}
+	g.routers = routers
+	g.agents = d.Agents
+	if g.agents == nil {
+		g.agents = route.NewMemory(stickyWindow(d.Config), 100000)
+	}
 	monCtx, monCancel := context.WithCancel(context.Background())
 	g.monCancel = monCancel
 	for i := range d.Config.SIP.Trunks {
@@ -86,6 +116,18 @@ func New(d Deps) *Gateway {
 		}
 	}
 	return g
+}
+
+// stickyWindow is the longest sticky-agent window of any route: how long the
+// in-memory agent store keeps an answer.
+func stickyWindow(c *config.Config) time.Duration {
+	w := time.Duration(0)
+	for _, r := range c.Routes {
+		if r != nil && r.StickyAgent != nil {
+			w = max(w, r.StickyAgent.Window.D())
+		}
+	}
+	return max(w, time.Hour)
 }
 
 // monitorTrunk pings a trunk with OPTIONS until the gateway closes. Two
@@ -253,13 +295,15 @@ type Record struct {
 	MetaErrors                                   []int
 	ToPBX, ToMeta                                DirStats
 	Attempts                                     []AttemptRecord
+	// Mode is the hunting mode; Hours why the route was open or closed.
+	Mode, Hours string
 }
 
 // AttemptRecord is one target tried during the hunt.
 type AttemptRecord struct {
-	Kind, Target, Trunk, SIPCallID string
-	Started, Ended                 time.Time
-	Result                         string // "answered", a SIP code ("486"), or an event ("ring_timeout")
+	Kind, Agent, Target, Trunk, SIPCallID string
+	Started, Ended                        time.Time
+	Result                                string // "answered", a SIP code ("486"), or an event ("ring_timeout")
 }
 
 func (r Record) String() string {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/gateway/route"
 	"github.com/ponte-gw/ponte/sip"
 	"github.com/ponte-gw/ponte/webrtc"
 	"github.com/ponte-gw/ponte/whatsapp"
@@ -116,12 +117,14 @@ func (c *call) connect() error {
 	// Meta's accept window runs from the connect webhook (reference §3.2).
 	acceptBy := c.rec.Offered.Add(cfg.WhatsApp.AcceptDeadline.D())
 
-	route, plan, err := c.plan()
+	router, rp, plan, err := c.plan()
+	if router != nil {
+		c.rec.Route, c.rec.Mode, c.rec.Hours = router.Name(), rp.Mode, rp.Why
+		c.log = c.log.With("route", router.Name())
+	}
 	if err != nil {
 		return err
 	}
-	c.rec.Route = route
-	c.log = c.log.With("route", route)
 
 	leg, err := c.g.rtc.NewLeg(c.ev.CallID)
 	if err != nil {
@@ -199,7 +202,7 @@ func (c *call) connect() error {
 	// stream continues with one SSRC).
 	var lastErr error
 	for i, at := range plan {
-		ar := AttemptRecord{Kind: at.kind, Target: at.target.URI, Trunk: at.trunk.Name, Started: time.Now()}
+		ar := AttemptRecord{Kind: at.kind, Agent: at.agent, Target: at.target.URI, Trunk: at.trunk.Name, Started: time.Now()}
 		dlg, md, err := c.dialTarget(at, &ar, leg, rtpSess, acceptBy)
 		ar.Ended, ar.Result = time.Now(), attemptResult(err)
 		c.rec.Attempts = append(c.rec.Attempts, ar)
@@ -216,7 +219,7 @@ func (c *call) connect() error {
 		if cause := context.Cause(c.ctx); cause != nil {
 			return cause
 		}
-		if i == len(plan)-1 || !movesOn(err) || !time.Now().Before(acceptBy) && !c.accepted {
+		if i == len(plan)-1 || !movesOn(router, err) || !time.Now().Before(acceptBy) && !c.accepted {
 			break
 		}
 	}
@@ -466,46 +469,72 @@ func errString(err error) string {
 
 // attempt is one step of the hunt.
 type attempt struct {
-	kind   string // target | default (the default department)
+	kind   string // route.Kind: sticky_agent | target | default_department | closed
+	agent  string // sticky_agent: who
 	target config.Target
 	trunk  *config.Trunk
 }
 
-// plan is the route's hunt: its targets in order.
-func (c *call) plan() (string, []attempt, error) {
+// plan asks the route what to do with this call: the attempts in order, or
+// a rejection when the route is closed and says so.
+func (c *call) plan() (*route.Router, route.Plan, []attempt, error) {
 	cfg := c.cfg()
 	n := cfg.Number(c.ev.PhoneNumberID)
 	if n == nil || n.InboundRoute == "" {
-		return "", nil, fmt.Errorf("%w: phone_number_id %s", ErrNoRoute, c.ev.PhoneNumberID)
+		return nil, route.Plan{}, nil, fmt.Errorf("%w: phone_number_id %s", ErrNoRoute, c.ev.PhoneNumberID)
 	}
-	r := cfg.Routes[n.InboundRoute]
+	r := c.g.routers[n.InboundRoute]
+	if r == nil {
+		return nil, route.Plan{}, nil, fmt.Errorf("%w: route %s", ErrNoRoute, n.InboundRoute)
+	}
+	p := r.PlanNow(c.callerKey(), c.g.agents)
+	if p.Reject {
+		return r, p, nil, fmt.Errorf("%w: %s", ErrClosed, p.Why)
+	}
 	var plan []attempt
-	for _, t := range r.Targets {
-		plan = append(plan, attempt{kind: "target", target: t, trunk: cfg.Trunk(t.Trunk)})
+	for _, a := range p.Attempts {
+		trunk := cfg.Trunk(a.Trunk)
+		if trunk == nil {
+			continue // validation names unknown trunks; a sticky template's trunk is checked too
+		}
+		plan = append(plan, attempt{kind: string(a.Kind), agent: a.Agent, trunk: trunk, target: config.Target{
+			URI: a.URI, Trunk: a.Trunk,
+			RingTimeout: config.Duration(a.RingTimeout), NoProvisionalTimeout: config.Duration(a.NoProvisionalTimeout),
+		}})
 	}
 	if len(plan) == 0 {
-		return "", nil, fmt.Errorf("%w: route %s has no targets", ErrNoRoute, n.InboundRoute)
+		return r, p, nil, fmt.Errorf("%w: route %s has no usable target", ErrNoRoute, n.InboundRoute)
 	}
-	return n.InboundRoute, plan, nil
+	return r, p, plan, nil
 }
 
-// movesOn is the default hunting policy: a target that is busy, away,
-// unreachable or broken hands the call to the next; a 603 Decline (RFC 3261
-// §21.6.2: "the callee does not wish to participate") and anything else stop.
-// 420/421 mean the target demands an extension ponte does not offer (100rel):
-// another target may not.
-func movesOn(err error) bool {
-	var se *sip.StatusError
-	if errors.As(err, &se) {
-		switch {
-		case se.Code == 408, se.Code == 480, se.Code == 486, se.Code == 420, se.Code == 421:
-			return true
-		case se.Code >= 500 && se.Code <= 599:
-			return true
-		}
-		return false
+// callerKey identifies the WhatsApp user across calls: the wa_id, or the
+// BSUID for username-only users, whose number Meta does not send.
+func (c *call) callerKey() string {
+	if c.ev.From != "" {
+		return strings.TrimPrefix(c.ev.From, "+")
 	}
-	return errors.Is(err, ErrRingTimeout) || errors.Is(err, ErrNoProvisional) || errors.Is(err, ErrTrunkDown)
+	return c.ev.FromUserID
+}
+
+// movesOn applies the route's policy (default: 408, 480, 486, 5xx, ring
+// timeout and no-provisional timeout move on; 603 stops) to a failed
+// attempt. A down trunk always moves on (no INVITE was sent), and so do
+// 420/421: the target demands an extension ponte does not offer (100rel),
+// and another target may not (issue 3).
+func movesOn(r *route.Router, err error) bool {
+	var se *sip.StatusError
+	switch {
+	case errors.As(err, &se):
+		return se.Code == 420 || se.Code == 421 || r.MovesOn(se.Code)
+	case errors.Is(err, ErrTrunkDown):
+		return true
+	case errors.Is(err, ErrRingTimeout):
+		return r.MovesOnEvent(config.EventRingTimeout)
+	case errors.Is(err, ErrNoProvisional):
+		return r.MovesOnEvent(config.EventNoProvisionalTimeout)
+	}
+	return false
 }
 
 // attemptResult names an attempt's outcome for the record: the SIP code, or

@@ -20,7 +20,7 @@ const deptToneHz = 1500
 
 // huntEnv starts the gateway with its PBX simulator as the first target
 // (behaving as first says) and a second PBX simulator, on a trunk of its own,
-// as the route's second target.
+// as the route's default department.
 func huntEnv(t *testing.T, first pbx.Config, firstRing time.Duration) (*scenario.Env, *pbx.PBX) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -37,10 +37,9 @@ func huntEnv(t *testing.T, first pbx.Config, firstRing time.Duration) (*scenario
 		RingTimeout: firstRing,
 		Configure: func(c *config.Config) {
 			c.SIP.Trunks = append(c.SIP.Trunks, config.Trunk{Name: "dept", Address: dept.Addr().String(), Transport: "udp", Codecs: []string{"PCMU"}})
-			r := c.Routes["support"]
-			r.Targets = append(r.Targets, config.Target{
+			c.Routes["support"].DefaultDepartment = &config.Target{
 				URI: "sip:reception@" + dept.Addr().String(), Trunk: "dept", RingTimeout: config.Duration(10 * time.Second),
-			})
+			}
 		},
 	})
 	return env, dept
@@ -155,5 +154,80 @@ func TestHuntDeclineStops(t *testing.T) {
 	recs := env.Server.Gateway.Records()
 	if len(recs) != 1 || attempts(recs[0]) != "agent:603" || recs[0].Outcome != "target_603" {
 		t.Errorf("record %+v (attempts %q), want one attempt agent:603 and outcome target_603", recs, attempts(recs[0]))
+	}
+}
+
+// TestClosedHours: on a holiday the route is closed. With no closed action
+// the call is rejected at once (no pre_accept, no INVITE); with a closed-hours
+// target (a callbot) that target takes the call and the agents never ring.
+func TestClosedHours(t *testing.T) {
+	today := time.Now().UTC().Format("2006-01-02")
+	for _, tc := range []struct {
+		name    string
+		closed  bool // a closed-hours target
+		actions string
+	}{
+		{"reject", false, "reject"},
+		{"closed target", true, "pre_accept,accept"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			bot, err := pbx.Start(ctx, pbx.Config{Listen: "127.0.0.1:0", ToneHz: deptToneHz, ExpectToneHz: 440, Logger: logger().With("sim", "bot")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bot.Close()
+			env := startEnv(t, scenario.Options{Configure: func(c *config.Config) {
+				c.SIP.Trunks = append(c.SIP.Trunks, config.Trunk{Name: "bots", Address: bot.Addr().String(), Transport: "udp", Codecs: []string{"PCMU"}})
+				r := c.Routes["support"]
+				r.Hours = &config.Hours{Timezone: "UTC", Weekly: map[string][]string{"daily": {"00:00-23:59"}}, Holidays: []config.Holiday{{Date: today}}}
+				if tc.closed {
+					r.Closed = &config.Closed{Action: "target", URI: "sip:callbot@" + bot.Addr().String(), Trunk: "bots"}
+				}
+			}})
+			caller, err := env.Meta.Call(ctxT(t, 10*time.Second), wasim.CallOptions{ExpectHz: deptToneHz})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.closed {
+				pc, err := bot.NextCall(ctxT(t, 10*time.Second))
+				if err != nil {
+					t.Fatalf("the closed-hours target never rang: %v", err)
+				}
+				if err := caller.WaitAccepted(ctxT(t, 10*time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				acc := caller.AcceptRespondedAt()
+				if !waitFor(5*time.Second, func() bool {
+					return caller.Heard().Report(acc.Add(300*time.Millisecond), time.Now()).ToneWindows >= 50
+				}) {
+					t.Errorf("the caller never heard the callbot's %d Hz", deptToneHz)
+				}
+				hangupAndWait(t, env, caller, pc)
+			} else if r := callerEnded(t, caller, 5*time.Second); r != "gateway_reject" {
+				t.Errorf("caller end reason %q, want gateway_reject", r)
+			}
+			if a := waitActions(env, caller.ID(), tc.actions); a != tc.actions {
+				t.Errorf("Graph requests %q, want %q", a, tc.actions)
+			}
+			ctx2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel2()
+			if pc, err := env.PBX.NextCall(ctx2); err == nil {
+				t.Errorf("an agent rang while the route was closed (%s)", pc.Invite().CallID().Value())
+			}
+			_ = env.WaitIdle(ctxT(t, 5*time.Second))
+			recs := env.Server.Gateway.Records()
+			if len(recs) != 1 || !strings.Contains(recs[0].Hours, "holiday") {
+				t.Fatalf("records %+v, want one whose hours note names the holiday", recs)
+			}
+			want := "closed"
+			if tc.closed {
+				want = "completed"
+			}
+			if recs[0].Outcome != want {
+				t.Errorf("outcome %q, want %q", recs[0].Outcome, want)
+			}
+		})
 	}
 }
