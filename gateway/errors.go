@@ -73,6 +73,8 @@ func classify(err error) endReason {
 		return endReason{"media_failed", q(41, "WhatsApp media failed")}
 	case errors.Is(err, ErrShutdown):
 		return endReason{"shutdown", q(41, "Gateway shutting down")}
+	case errors.Is(err, ErrHookReject):
+		return endReason{"rejected_by_hook", q(21, "Call rejected")}
 	case errors.Is(err, ErrClosed):
 		return endReason{"closed", q(21, "Call rejected (closed)")}
 	case errors.Is(err, ErrNoRoute):

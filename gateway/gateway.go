@@ -295,8 +295,9 @@ type Record struct {
 	MetaErrors                                   []int
 	ToPBX, ToMeta                                DirStats
 	Attempts                                     []AttemptRecord
-	// Mode is the hunting mode; Hours why the route was open or closed.
-	Mode, Hours string
+	// Mode is the hunting mode; Hours why the route was open or closed;
+	// Hook what the routing hook decided (or why the static route was used).
+	Mode, Hours, Hook string
 }
 
 // AttemptRecord is one target tried during the hunt.

@@ -40,9 +40,11 @@ type call struct {
 
 	answer   string // our SDP answer: pre_accept and accept carry it byte for byte
 	mediaFor string // SIP Call-ID of the dialog the bridge's PBX side is set for
-	accepted bool   // accept returned 200: from now on Meta is told "terminate", not "reject"
-	bridge   *Bridge
-	rec      Record
+
+	hookHeaders []sip.Header // added to every INVITE by the routing hook
+	accepted    bool         // accept returned 200: from now on Meta is told "terminate", not "reject"
+	bridge      *Bridge
+	rec         Record
 }
 
 func newCall(g *Gateway, ev whatsapp.CallEvent) *call {
@@ -136,6 +138,8 @@ func (c *call) connect() error {
 		return fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
 
+	hook := c.startHook(router, rp)
+
 	// pre_accept first, so ICE and DTLS converge while the PBX rings
 	// (reference §5.6: "pre_accept before sending the SIP INVITE").
 	if err := c.g.graph.PreAccept(c.ctx, c.ev.PhoneNumberID, c.ev.CallID, c.answer); err != nil {
@@ -146,6 +150,15 @@ func (c *call) connect() error {
 	}
 	c.rec.PreAccepted = time.Now()
 	c.log.Info("pre_accept sent", "setup_ms", c.rec.PreAccepted.Sub(c.rec.Offered).Milliseconds())
+	if hook != nil {
+		o, err := c.waitHook(hook)
+		if err != nil {
+			return err
+		}
+		if plan, err = c.applyHook(o, plan); err != nil {
+			return err
+		}
+	}
 
 	rtpSess, err := c.g.ua.NewRTPSession()
 	if err != nil {
@@ -620,7 +633,7 @@ func (c *call) inviteHeaders() []sip.Header {
 	if c.ev.DeeplinkPayload != "" {
 		h = append(h, sip.Header{Name: "X-WA-Deeplink-Payload", Value: c.ev.DeeplinkPayload})
 	}
-	return h
+	return append(h, c.hookHeaders...)
 }
 
 // chooseCodec takes the first codec of the PBX's answer that the trunk
