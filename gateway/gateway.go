@@ -298,6 +298,9 @@ type Record struct {
 	// Mode is the hunting mode; Hours why the route was open or closed;
 	// Hook what the routing hook decided (or why the static route was used).
 	Mode, Hours, Hook string
+	// AnsweredBy is the agent who answered and AgentSource where that came
+	// from (X-Agent header, P-Asserted-Identity, Contact).
+	AnsweredBy, AgentSource string
 }
 
 // AttemptRecord is one target tried during the hunt.

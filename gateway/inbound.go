@@ -224,6 +224,7 @@ func (c *call) connect() error {
 			c.rec.PBXAnswered = time.Now()
 			c.log = c.log.With("target", at.target.URI, "sip_call_id", dlg.CallID())
 			c.log.Info("target answered", "attempt", i+1, "acked_at", dlg.AckedAt().Format(time.RFC3339Nano))
+			c.noteAgent(router, at, dlg)
 			// From here the PBX is in the call: every failure path BYEs it.
 			return c.afterAnswer(leg, rtpSess, dlg, md, at.trunk, acceptBy)
 		}
@@ -519,6 +520,24 @@ func (c *call) plan() (*route.Router, route.Plan, []attempt, error) {
 		return r, p, nil, fmt.Errorf("%w: route %s has no usable target", ErrNoRoute, n.InboundRoute)
 	}
 	return r, p, plan, nil
+}
+
+// noteAgent records who answered (the configured header, else
+// P-Asserted-Identity, else the Contact user) and remembers it for the
+// sticky-agent rule. The identity is only ever dialled again through the
+// route's URI template, never by replaying the Contact.
+func (c *call) noteAgent(r *route.Router, at attempt, dlg *sip.Dialog) {
+	agent, src, ok := r.Agent(dlg.AnswerHeader)
+	if !ok && at.agent != "" {
+		agent, src, ok = at.agent, "sticky attempt", true
+	}
+	if !ok {
+		return
+	}
+	c.rec.AnsweredBy, c.rec.AgentSource = agent, src
+	if key := c.callerKey(); key != "" {
+		c.g.agents.Remember(key, agent, time.Now())
+	}
 }
 
 // callerKey identifies the WhatsApp user across calls: the wa_id, or the

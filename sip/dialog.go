@@ -61,6 +61,7 @@ type Dialog struct {
 	routes          []string
 	early           *MediaDesc
 	answer          *MediaDesc
+	answerRes       *sip.Response // the 2xx that established the dialog
 	ackedAt         time.Time
 	gotProvisional  bool
 	cancelRequested bool
@@ -437,6 +438,7 @@ func isSDP(m *sip.Response) bool {
 // answered handles the 2xx: ACK first, then everything else.
 func (d *Dialog) answered(tx sip.ClientTransaction, res *sip.Response) {
 	d.mu.Lock()
+	d.answerRes = res
 	if to := res.To(); to != nil {
 		d.remoteTag, _ = to.Params.Get("tag")
 	}

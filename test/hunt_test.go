@@ -231,3 +231,73 @@ func TestClosedHours(t *testing.T) {
 		})
 	}
 }
+
+// TestStickyAgent: the agent who answered a caller (here from the 200's
+// Contact user, "pbx") is rung first on that caller's next call, through the
+// route's URI template (which points at the second PBX, so the test can tell);
+// once the window has passed, the normal targets ring first again.
+func TestStickyAgent(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		wait   time.Duration
+		sticky bool
+	}{
+		{"inside window", 0, true},
+		{"outside window", 2500 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			agentPBX, err := pbx.Start(ctx, pbx.Config{Listen: "127.0.0.1:0", ToneHz: deptToneHz, ExpectToneHz: 440, Logger: logger().With("sim", "agent")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer agentPBX.Close()
+			env := startEnv(t, scenario.Options{RingTimeout: 15 * time.Second, Configure: func(c *config.Config) {
+				c.SIP.Trunks = append(c.SIP.Trunks, config.Trunk{Name: "agents", Address: agentPBX.Addr().String(), Transport: "udp", Codecs: []string{"PCMU"}})
+				c.Routes["support"].StickyAgent = &config.StickyAgent{
+					Window: config.Duration(2 * time.Second), URITemplate: "sip:{agent}@" + agentPBX.Addr().String(), Trunk: "agents",
+				}
+			}})
+			first, pc := connected(t, env, wasim.CallOptions{From: "5511911112222"})
+			hangupAndWait(t, env, first, pc)
+			recs := env.Server.Gateway.Records()
+			if len(recs) != 1 || recs[0].AnsweredBy != "pbx" || recs[0].AgentSource != "Contact" {
+				t.Fatalf("first call's record: answered by %q from %q", recs[0].AnsweredBy, recs[0].AgentSource)
+			}
+			time.Sleep(tc.wait)
+			second, err := env.Meta.Call(ctxT(t, 10*time.Second), wasim.CallOptions{From: "5511911112222"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ring, other := env.PBX, agentPBX
+			if tc.sticky {
+				ring, other = agentPBX, env.PBX
+			}
+			pc2, err := ring.NextCall(ctxT(t, 10*time.Second))
+			if err != nil {
+				t.Fatalf("the expected PBX never rang first: %v", err)
+			}
+			short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancelShort()
+			if _, err := other.NextCall(short); err == nil {
+				t.Error("the other PBX rang too")
+			}
+			if err := second.WaitAccepted(ctxT(t, 10*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			hangupAndWait(t, env, second, pc2)
+			recs = env.Server.Gateway.Records()
+			if len(recs) != 2 {
+				t.Fatalf("%d records", len(recs))
+			}
+			kind := recs[1].Attempts[0].Kind
+			if tc.sticky && (kind != "sticky_agent" || recs[1].Attempts[0].Agent != "pbx") {
+				t.Errorf("second call's first attempt %+v, want the sticky agent pbx", recs[1].Attempts[0])
+			}
+			if !tc.sticky && kind != "target" {
+				t.Errorf("second call's first attempt %+v, want the route's target", recs[1].Attempts[0])
+			}
+		})
+	}
+}
