@@ -27,6 +27,8 @@ type Config struct {
 	SIP      SIP               `yaml:"sip"`
 	Routes   map[string]*Route `yaml:"routes"`
 	Store    Store             `yaml:"store"`
+	API      API               `yaml:"api"`    // config/store.go
+	Events   Events            `yaml:"events"` // config/store.go
 }
 
 // Log configures log/slog.
@@ -148,6 +150,8 @@ type Target struct {
 type Store struct {
 	Driver string `yaml:"driver"`
 	DSN    string `yaml:"dsn"`
+	// Timezone (IANA) dates protocol numbers in the business's local day; default: the host's.
+	Timezone string `yaml:"timezone"`
 }
 
 // Duration accepts "30s", "1m30s" or a bare number of seconds.
@@ -290,6 +294,7 @@ func (c *Config) applyDefaults() {
 	}
 	def(&c.Store.Driver, "sqlite")
 	def(&c.Store.DSN, "./ponte.db")
+	c.applyStoreDefaults() // config/store.go
 }
 
 // problem is one validation failure, tied to a key path.
@@ -450,5 +455,6 @@ func (c *Config) validate() []problem {
 	default:
 		add("store.driver", "%q is not one of sqlite, memory", c.Store.Driver)
 	}
+	ps = append(ps, c.validateStore()...) // config/store.go
 	return ps
 }
