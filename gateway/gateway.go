@@ -40,8 +40,11 @@ type Deps struct {
 	Logger *slog.Logger
 	// Clock drives business hours and the sticky-agent window (nil: wall clock).
 	Clock route.Clock
-	// Agents remembers who answered each caller (nil: in memory).
+	// Agents remembers who answered each caller (nil: in memory, backed by
+	// Store when there is one).
 	Agents AgentStore
+	// Store keeps the call records (nil: in memory only, see Records).
+	Store CallStore
 }
 
 // AgentStore remembers the agent who answered a caller, for the sticky-agent
@@ -68,8 +71,10 @@ type Gateway struct {
 	records  []Record
 	draining atomic.Bool
 
-	routers map[string]*route.Router // by route name
-	agents  AgentStore
+	routers     map[string]*route.Router // by route name
+	agents      AgentStore
+	store       CallStore
+	storeErrors atomic.Int64
 
 	trunkDown  map[string]*atomic.Bool // by trunk name; only trunks with OPTIONS pings
 	monCancel  context.CancelFunc      // stops the trunk monitors
@@ -101,9 +106,11 @@ func New(d Deps) *Gateway {
 		log.Error("routes do not compile; calls to them are refused", "err", err)
 	}
 	g.routers = routers
+	g.store = d.Store
 	g.agents = d.Agents
 	if g.agents == nil {
-		g.agents = route.NewMemory(stickyWindow(d.Config), 100000)
+		w := stickyWindow(d.Config)
+		g.agents = &agentStore{mem: route.NewMemory(w, 100000), st: d.Store, window: w}
 	}
 	monCtx, monCancel := context.WithCancel(context.Background())
 	g.monCancel = monCancel
@@ -236,6 +243,9 @@ func (g *Gateway) startInbound(ev whatsapp.CallEvent) {
 	}()
 }
 
+// StoreErrors counts record writes that failed.
+func (g *Gateway) StoreErrors() int64 { return g.storeErrors.Load() }
+
 // Active returns the number of calls in progress.
 func (g *Gateway) Active() int {
 	g.mu.Lock()
@@ -287,6 +297,7 @@ func newID() string {
 
 // Record is what ponte keeps of one call.
 type Record struct {
+	Protocol                                     string // the number people read out on the phone, given by the store
 	ID, WACID, From, FromName, To, PhoneNumberID string
 	Route, Target, SIPCallID, Codec              string
 	Offered, PreAccepted, PBXAnswered, Accepted  time.Time

@@ -13,6 +13,7 @@ import (
 	"github.com/ponte-gw/ponte/config"
 	"github.com/ponte-gw/ponte/gateway/route"
 	"github.com/ponte-gw/ponte/sip"
+	"github.com/ponte-gw/ponte/store"
 	"github.com/ponte-gw/ponte/webrtc"
 	"github.com/ponte-gw/ponte/whatsapp"
 )
@@ -100,8 +101,10 @@ func (c *call) cfg() *config.Config { return c.g.cfg }
 // run drives the call from offer to hang-up and fills the record.
 func (c *call) run() {
 	defer c.cancel(nil)
+	c.persist(store.EventOffered)
 	err := c.connect()
 	c.finish(err)
+	c.persist(store.EventEnded)
 }
 
 // terminateGrace is how long a closed WhatsApp leg waits for Meta's
@@ -150,6 +153,7 @@ func (c *call) connect() error {
 	}
 	c.rec.PreAccepted = time.Now()
 	c.log.Info("pre_accept sent", "setup_ms", c.rec.PreAccepted.Sub(c.rec.Offered).Milliseconds())
+	c.persist()
 	if hook != nil {
 		o, err := c.waitHook(hook)
 		if err != nil {
@@ -229,6 +233,7 @@ func (c *call) connect() error {
 			return c.afterAnswer(leg, rtpSess, dlg, md, at.trunk, acceptBy)
 		}
 		lastErr = err
+		c.persist()
 		c.log.Info("attempt failed", "attempt", i+1, "target", at.target.URI, "result", ar.Result, "err", err)
 		if cause := context.Cause(c.ctx); cause != nil {
 			return cause
@@ -374,6 +379,7 @@ func (c *call) afterAnswer(leg interface {
 	if err := c.acceptMeta(leg, acceptBy); err != nil {
 		return err
 	}
+	c.persist(store.EventAnswered)
 	c.log.Info("call connected", "codec", c.rec.Codec,
 		"pbx200_to_accept_ms", c.rec.Accepted.Sub(c.rec.PBXAnswered).Milliseconds())
 	select {
