@@ -424,8 +424,8 @@ func (c *Config) validate() []problem {
 			}
 			c.SIP.Trunks[i].Codecs[j] = canon
 		}
-		if t.DTMF != "rfc4733" {
-			add(p+".dtmf", "%q: only rfc4733 is supported in this version", t.DTMF)
+		if t.DTMF != "rfc4733" && t.DTMF != "info" && t.DTMF != "inband" {
+			add(p+".dtmf", "%q is not one of rfc4733, info, inband", t.DTMF)
 		}
 		if t.DTMFPT < 96 || t.DTMFPT > 127 {
 			add(p+".dtmf_payload_type", "%d is not a dynamic payload type (96..127)", t.DTMFPT)

@@ -64,6 +64,23 @@ type pbxMedia struct {
 	// Ptime is the answer's a=ptime in ms (RFC 4566 §6); 0 means 20. Packets
 	// toward the PBX carry that much audio when transcoding.
 	Ptime int
+	// DTMFMode is how digits travel on the PBX leg: rfc4733 (telephone-event
+	// packets), info (SIP INFO, sent through the bridge's info sink) or
+	// inband (tones in the audio, generated and detected by ponte).
+	DTMFMode string
+}
+
+// dtmfMode picks how digits travel on the PBX leg: the trunk's choice, and
+// when it wants RFC 4733 from a PBX that answered without telephone-event,
+// in-band tones (issue 3: "else in-band tones").
+func dtmfMode(trunkMode string, pbxDTMFPT int) string {
+	switch {
+	case trunkMode == "info", trunkMode == "inband":
+		return trunkMode
+	case pbxDTMFPT < 0:
+		return "inband"
+	}
+	return "rfc4733"
 }
 
 // pbxCodec is one negotiated codec and its payload type.
@@ -100,9 +117,10 @@ type Bridge struct {
 	toPBX  *direction // source Meta, sink PBX
 	toMeta *direction // source PBX, sink Meta
 
-	fail   func(error) // ends the call when a goroutine dies
-	wg     sync.WaitGroup
-	cancel context.CancelFunc
+	fail    func(error)               // ends the call when a goroutine dies
+	infoOut func(rune, time.Duration) // sends a digit to the PBX as SIP INFO
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
 }
 
 func newBridge(log *slog.Logger, p mediaParams, wa, pbx rtpLeg, fail func(error)) *Bridge {
@@ -213,7 +231,16 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 	defer toPBX.mu.Unlock()
 	toPBX.resetCodecs()
 	toPBX.outPT = m.PT
-	toPBX.outDTMFPT, toPBX.hasDTMF = uint8(max(m.DTMFPT, 0)), m.DTMFPT >= 0
+	mode := m.DTMFMode
+	if mode == "" {
+		mode = dtmfMode("rfc4733", m.DTMFPT)
+	}
+	toPBX.dtmfMode = mode
+	toPBX.outDTMFPT, toPBX.hasDTMF = uint8(max(m.DTMFPT, 0)), mode == "rfc4733" && m.DTMFPT >= 0
+	toPBX.infoOut = nil
+	if mode == "info" {
+		toPBX.infoOut = b.infoOut
+	}
 	toPBX.slotDur, toPBX.outN = slot, outN
 	toPBX.clock = transcode.TimestampStep(m.Codec, slot)
 	toPBX.silence = pbxSilence
@@ -231,9 +258,38 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 			return err
 		}
 	}
+	if mode == "inband" && !pass {
+		// Tones toward the PBX; digits found in its audio go to Meta as
+		// RFC 4733 events. An Opus PBX is not decoded, so in-band needs
+		// G.711 (an Opus PBX without telephone-event gets no digits).
+		toPBX.gen = transcode.NewInbandGenerator(pcmRate)
+		b.toMeta.mu.Lock()
+		b.toMeta.detect = transcode.NewInbandDetector()
+		b.toMeta.mu.Unlock()
+	}
 	toPBX.accepting = true
 	toPBX.openAt(time.Now())
 	return nil
+}
+
+// SetInfoSink sets where digits go when the PBX leg carries them as SIP
+// INFO; f runs on the playout goroutine and must not block. Call it before
+// SetPBX.
+func (b *Bridge) SetInfoSink(f func(digit rune, dur time.Duration)) { b.infoOut = f }
+
+// PBXDigit relays a digit the PBX sent out of band (SIP INFO) to Meta as an
+// RFC 4733 event of that duration.
+func (b *Bridge) PBXDigit(digit rune, dur time.Duration) {
+	code, ok := transcode.DigitCode(digit)
+	if !ok {
+		return
+	}
+	d := b.toMeta
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.open || !d.relay.Inject(code, uint16(min(dur/(time.Second/8000), 65535)), time.Now()) {
+		d.st.DigitsDropped++
+	}
 }
 
 // PlayToMeta plays locally made audio toward Meta (queue ringback, music,

@@ -33,6 +33,7 @@ type direction struct {
 	haveSrc    bool
 	jb         *transcode.JitterBuffer
 	relay      eventRelay
+	detect     *transcode.InbandDetector // in-band DTMF: digits found in the source's PCM
 
 	// sink side (playout goroutine, under mu)
 	out       rtpLeg
@@ -47,9 +48,14 @@ type direction struct {
 	outN      int           // PCM samples per outgoing packet when transcoding
 	outPT     uint8
 	outDTMFPT uint8
-	hasDTMF   bool
-	dec       transcode.Decoder // nil: passthrough
-	probe     transcode.Decoder // passthrough only: tells silence while winning back a backlog
+	hasDTMF   bool                                // the sink takes RFC 4733 events
+	dtmfMode  string                              // rfc4733 | info | inband: how events reach the sink
+	gen       *transcode.InbandGenerator          // inband: tones mixed into the PCM toward the sink
+	infoOut   func(digit rune, dur time.Duration) // info: a digit to send as SIP INFO (must not block)
+	endSeen   bool                                // lastEndTS is the outgoing timestamp of the last
+	lastEndTS uint32                              // event whose End was acted on (End is sent 3 times)
+	dec       transcode.Decoder                   // nil: passthrough
+	probe     transcode.Decoder                   // passthrough only: tells silence while winning back a backlog
 	enc       transcode.Encoder
 	silence   []byte
 	local     func(pcm []int16) // local audio (ringback, queue music) played instead of the source
@@ -86,6 +92,7 @@ type DirStats struct {
 	EventsIn                                                uint64 // telephone-event packets received
 	Digits                                                  uint64
 	SSRCChanges                                             uint64
+	DigitsDropped                                           uint64 // digits the sink could not be given
 	ComfortNoise                                            uint64 // CN packets played as silence
 	Jitter                                                  transcode.JitterStats
 }
@@ -204,6 +211,7 @@ func (d *direction) resetCodecs() {
 	d.fifoN, d.haveSrc, d.cn, d.hadAudio, d.underrun = 0, false, false, false, 0
 	d.jb.Reset()
 	d.relay.Reset()
+	d.gen, d.detect, d.infoOut, d.dtmfMode = nil, nil, nil, ""
 }
 
 // openAt starts the outgoing stream. Caller holds mu.
@@ -250,15 +258,46 @@ func (d *direction) tickLocked(now time.Time) {
 func (d *direction) emit(now time.Time) {
 	ts := d.tsBase + d.slots*d.clock
 	if d.relay.Active() {
-		ev, evTS, marker, _ := d.relay.Next(now, ts)
-		d.popAudio() // keep the jitter buffer in step; audio is muted during an event
-		if !d.hasDTMF {
-			return // no telephone-event on that side (INFO/in-band come with the SIP interop work)
+		ev, evTS, marker, _ := d.relay.Next(now, ts, uint16(d.slotDur/(time.Second/8000)))
+		firstEnd := ev.End && !(d.endSeen && d.lastEndTS == evTS)
+		if firstEnd {
+			d.endSeen, d.lastEndTS = true, evTS
 		}
-		n := ev.Put(d.buf)
-		d.write(d.outDTMFPT, evTS, marker, d.buf[:n])
-		d.st.Events++
-		return
+		switch {
+		case d.hasDTMF:
+			d.popAudio() // keep the jitter buffer in step; audio is muted during an event
+			n := ev.Put(d.buf)
+			d.write(d.outDTMFPT, evTS, marker, d.buf[:n])
+			d.st.Events++
+			return
+		case d.gen != nil:
+			// In-band: the digit is played as its two tones in the audio
+			// (ITU-T Q.23), from the event's start to its end.
+			if marker {
+				_ = d.gen.Start(transcode.DigitRune(ev.Code), now)
+			}
+			if firstEnd {
+				d.gen.Stop(now)
+				d.st.Events++
+			}
+		default:
+			// SIP INFO (or no way to carry it): audio is muted during the
+			// event and the digit leaves as one INFO when it ends, with its
+			// duration (application/dtmf-relay).
+			d.popAudio()
+			if firstEnd {
+				if d.infoOut != nil {
+					d.infoOut(transcode.DigitRune(ev.Code), time.Duration(ev.Duration)*time.Second/8000)
+					d.st.Events++
+				} else {
+					d.st.DigitsDropped++
+				}
+			}
+			if d.silence != nil {
+				d.write(d.outPT, ts, false, d.silence)
+			}
+			return
+		}
 	}
 	var payload []byte
 	if d.local != nil {
@@ -311,6 +350,9 @@ func (d *direction) popAudio() {
 		if d.nextPCM() != nil {
 			d.consume()
 		}
+		if d.gen != nil {
+			d.gen.Mix(d.pcm[:d.outN]) // the generator's clock runs on while muted
+		}
 		d.st.Discarded++
 		return
 	}
@@ -326,7 +368,14 @@ func (d *direction) nextAudio() []byte {
 	if d.dec != nil {
 		pcm := d.nextPCM()
 		if pcm == nil {
-			return d.silence
+			if d.gen == nil || !d.gen.Active() {
+				return d.silence
+			}
+			pcm = d.pcm[:d.outN] // a digit over a silent source
+			clear(pcm)
+		}
+		if d.gen != nil {
+			d.gen.Mix(pcm)
 		}
 		n, err := d.enc.Encode(pcm, d.buf)
 		d.consume()
@@ -456,7 +505,21 @@ func (d *direction) nextPCM() []int16 {
 			d.fifoN = need
 		}
 	}
+	if d.detect != nil {
+		d.detectDigits(d.fifo[:need])
+	}
 	return d.fifo[:need]
+}
+
+// detectDigits runs the in-band DTMF detector over PCM about to be played
+// and relays each digit it finds as an RFC 4733 event once it has ended,
+// with its measured duration.
+func (d *direction) detectDigits(pcm []int16) {
+	for _, dg := range d.detect.Push(pcm) {
+		if dg.End && !d.relay.Inject(dg.Code, uint16(min(dg.Duration, math.MaxUint16)), d.now) {
+			d.st.DigitsDropped++
+		}
+	}
 }
 
 // lastPT is the payload type of the last decoded packet's decoder.

@@ -300,6 +300,7 @@ type Record struct {
 	Protocol                                     string // the number people read out on the phone, given by the store
 	ID, WACID, From, FromName, To, PhoneNumberID string
 	Route, Target, SIPCallID, Codec              string
+	DTMFMode                                     string // rfc4733 | info | inband on the PBX leg
 	Offered, PreAccepted, PBXAnswered, Accepted  time.Time
 	Ended                                        time.Time
 	Outcome, EndedBy, MetaStatus                 string

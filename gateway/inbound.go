@@ -399,8 +399,9 @@ func (c *call) startPBXMedia(rtpSess *sip.RTPSession, md *sip.MediaDesc, trunk *
 	if !ok {
 		return fmt.Errorf("%w: the PBX answered no codec of %v", ErrSIP, trunk.Codecs)
 	}
+	pm.DTMFMode = dtmfMode(trunk.DTMF, pm.DTMFPT)
 	rtpSess.SetRemote(md.Addr)
-	c.rec.Codec = pm.Codec
+	c.rec.Codec, c.rec.DTMFMode = pm.Codec, pm.DTMFMode
 	return c.bridge.SetPBX(pm)
 }
 
