@@ -231,6 +231,7 @@ func TestInboundEarlyMedia(t *testing.T) {
 func TestInboundFirstWordsReachCaller(t *testing.T) {
 	for _, codec := range []string{"PCMU", "opus"} {
 		t.Run(codec, func(t *testing.T) {
+			w := startStallWatch(t)
 			env := startEnv(t, scenario.Options{Codecs: []string{codec}, PBX: pbx.Config{GreetingHz: 1500, GreetingDur: 400 * time.Millisecond}})
 			greeting := audio.NewAnalyzer(8000, 1500, -12)
 			caller, pc := connected(t, env, wasim.CallOptions{ExpectHz: 1000, OnAudio: greeting.Add})
@@ -240,7 +241,13 @@ func TestInboundFirstWordsReachCaller(t *testing.T) {
 			// 400 ms of greeting is 19-20 of the PBX's ticks; one window at the
 			// end mixes greeting and tone.
 			if r.ToneWindows < 18 {
-				t.Errorf("caller heard %d of the 20 greeting frames (accept came %v after the PBX's 200)", r.ToneWindows, wait)
+				// The same rule as every real-time check here: a shortfall is
+				// excused only by a measured CPU stall while the greeting played.
+				if st := w.worst(pc.AnsweredAt(), caller.AcceptRespondedAt().Add(time.Second)); st >= stallLimit {
+					t.Logf("caller heard %d of the 20 greeting frames, excused by a measured %v CPU stall", r.ToneWindows, st)
+				} else {
+					t.Errorf("caller heard %d of the 20 greeting frames (accept came %v after the PBX's 200, worst stall %v)", r.ToneWindows, wait, st)
+				}
 			}
 			t.Logf("accept answered %v after the PBX's 200; greeting frames heard: %d", wait, r.ToneWindows)
 			hangupAndWait(t, env, caller, pc)
