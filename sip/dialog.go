@@ -62,6 +62,8 @@ type Dialog struct {
 	early           *MediaDesc
 	answer          *MediaDesc
 	answerRes       *sip.Response // the 2xx that established the dialog
+	onRefer         ReferHandler  // refer.go
+	referNoSub      bool          // the accepted REFER asked for no NOTIFY (RFC 4488)
 	ackedAt         time.Time
 	gotProvisional  bool
 	cancelRequested bool

@@ -28,7 +28,7 @@ var (
 )
 
 // allowMethods is what we accept (RFC 3261 §20.5 Allow).
-const allowMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+const allowMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER"
 
 // Config configures a UA.
 type Config struct {
@@ -155,6 +155,7 @@ func NewUA(cfg Config) (*UA, error) {
 	u.srv.OnAck(func(*sip.Request, sip.ServerTransaction) {}) // ACKs to our 2xx need no answer
 	u.srv.OnBye(u.handleBye)
 	u.srv.OnInfo(u.handleInfo)
+	u.srv.OnRefer(u.handleRefer)
 	u.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
 		// A CANCEL that matched no INVITE transaction (RFC 3261 §9.2).
 		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
@@ -433,6 +434,15 @@ func (u *UA) handleBye(req *sip.Request, tx sip.ServerTransaction) {
 		reason = h.Value()
 	}
 	d.end(nil, true, reason)
+}
+
+func (u *UA) handleRefer(req *sip.Request, tx sip.ServerTransaction) {
+	d := u.findDialog(req)
+	if d == nil {
+		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
+		return
+	}
+	d.handleRefer(req, tx)
 }
 
 func (u *UA) handleInfo(req *sip.Request, tx sip.ServerTransaction) {
