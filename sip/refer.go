@@ -99,7 +99,7 @@ func referTarget(v string) (string, bool) {
 		v = v[:q]
 	}
 	scheme, rest, ok := strings.Cut(v, ":")
-	if !ok || rest == "" {
+	if !ok || rest == "" || strings.ContainsAny(v, "<>\" \t\r\n") {
 		return "", false
 	}
 	switch strings.ToLower(scheme) {
