@@ -14,6 +14,7 @@ func TestReferTarget(t *testing.T) {
 		"<http://evil>":                         "",
 		"<sip:>":                                "",
 		"<sip:2000@pbx":                         "",
+		"sip:>":                                 "",
 	} {
 		got, ok := referTarget(in)
 		if got != want || ok != (want != "") {
