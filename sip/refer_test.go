@@ -69,7 +69,9 @@ func TestRefer(t *testing.T) {
 		state string
 	}{{100, "active"}, {200, "terminated"}} {
 		errc := make(chan error, 1)
-		go func() { errc <- d.NotifyRefer(context.Background(), tc.code, map[int]string{100: "Trying", 200: "OK"}[tc.code]) }()
+		go func() {
+			errc <- d.NotifyRefer(context.Background(), tc.code, map[int]string{100: "Trying", 200: "OK"}[tc.code])
+		}()
 		m, src := w.recv(3*time.Second, isReq("NOTIFY"))
 		n := m.(*sipgo.Request)
 		if ev := n.GetHeader("Event"); ev == nil || ev.Value() != "refer" {
