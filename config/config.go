@@ -114,6 +114,8 @@ type Trunk struct {
 	// OptionsInterval: send OPTIONS this often (0 = off); two unanswered in a
 	// row mark the trunk down and its targets are skipped until one is answered.
 	OptionsInterval Duration `yaml:"options_interval"`
+	// Transfer: which REFER targets its PBX may send callers to (trunk_transfer.go).
+	Transfer Transfer `yaml:"transfer"`
 }
 
 // Auth holds digest credentials.
@@ -276,6 +278,7 @@ func (c *Config) applyDefaults() {
 		t := &c.SIP.Trunks[i]
 		def(&t.Transport, "udp")
 		def(&t.DTMF, "rfc4733")
+		t.transferDefaults()
 		def(&t.EarlyMedia, "ignore")
 		def(&t.CallerID, "e164_plus")
 		def(&t.DisplayName, "whatsapp")
@@ -450,6 +453,7 @@ func (c *Config) validate() []problem {
 		}
 	}
 	c.validateRoutes(add)
+	c.validateTransfers(add) // trunk_transfer.go
 	switch c.Store.Driver {
 	case "sqlite", "memory":
 	default:

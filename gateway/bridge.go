@@ -117,6 +117,7 @@ type Bridge struct {
 	toPBX  *direction // source Meta, sink PBX
 	toMeta *direction // source PBX, sink Meta
 
+	ctx     context.Context           // the bridge's lifetime (Start)
 	fail    func(error)               // ends the call when a goroutine dies
 	infoOut func(rune, time.Duration) // sends a digit to the PBX as SIP INFO
 	wg      sync.WaitGroup
@@ -149,6 +150,7 @@ func newBridge(log *slog.Logger, p mediaParams, wa, pbx rtpLeg, fail func(error)
 // asks for it.
 func (b *Bridge) Start(ctx context.Context) {
 	ctx, b.cancel = context.WithCancel(ctx)
+	b.ctx = ctx
 	b.goSafe("read_meta", func() { b.readLoop(ctx, b.wa, b.toPBX) })
 	b.goSafe("read_pbx", func() { b.readLoop(ctx, b.pbx, b.toMeta) })
 	b.goSafe("playout", func() { b.playout(ctx) })
@@ -270,6 +272,18 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 	toPBX.accepting = true
 	toPBX.openAt(time.Now())
 	return nil
+}
+
+// SwapPBX moves the PBX side to another leg (a transfer target's RTP
+// session) and configures it from that leg's answer. Meta's side does not
+// change: same SSRC, sequence and timestamps. The old leg's reader ends when
+// the caller closes the old leg, which it should do right after.
+func (b *Bridge) SwapPBX(leg rtpLeg, m pbxMedia) error {
+	b.toPBX.mu.Lock()
+	b.toPBX.out = leg
+	b.toPBX.mu.Unlock()
+	b.goSafe("read_pbx", func() { b.readLoop(b.ctx, leg, b.toMeta) })
+	return b.SetPBX(m)
 }
 
 // SetInfoSink sets where digits go when the PBX leg carries them as SIP

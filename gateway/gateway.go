@@ -235,7 +235,9 @@ func (g *Gateway) startInbound(ev whatsapp.CallEvent) {
 		c.run()
 		g.mu.Lock()
 		delete(g.calls, ev.CallID)
+		c.recMu.Lock()
 		g.records = append(g.records, c.rec)
+		c.recMu.Unlock()
 		if len(g.records) > maxRecords {
 			g.records = g.records[len(g.records)-maxRecords:]
 		}
@@ -307,6 +309,7 @@ type Record struct {
 	MetaErrors                                   []int
 	ToPBX, ToMeta                                DirStats
 	Attempts                                     []AttemptRecord
+	Transfers                                    []TransferRecord
 	// Mode is the hunting mode; Hours why the route was open or closed;
 	// Hook what the routing hook decided (or why the static route was used).
 	Mode, Hours, Hook string

@@ -42,8 +42,12 @@ type call struct {
 	answer   string // our SDP answer: pre_accept and accept carry it byte for byte
 	mediaFor string // SIP Call-ID of the dialog the bridge's PBX side is set for
 
-	hookHeaders []sip.Header // added to every INVITE by the routing hook
-	accepted    bool         // accept returned 200: from now on Meta is told "terminate", not "reject"
+	hookHeaders []sip.Header      // added to every INVITE by the routing hook
+	router      *route.Router     // the call's route (nil before plan)
+	recMu       sync.Mutex        // rec.Transfers: a refused REFER is recorded on a SIP goroutine
+	extraSess   []*sip.RTPSession // RTP sessions of transfer targets, closed with the call
+	defaultDept *attempt          // the route's default department, for a failed transfer
+	accepted    bool              // accept returned 200: from now on Meta is told "terminate", not "reject"
 	bridge      *Bridge
 	rec         Record
 }
@@ -123,6 +127,7 @@ func (c *call) connect() error {
 	acceptBy := c.rec.Offered.Add(cfg.WhatsApp.AcceptDeadline.D())
 
 	router, rp, plan, err := c.plan()
+	c.router = router
 	if router != nil {
 		c.rec.Route, c.rec.Mode, c.rec.Hours = router.Name(), rp.Mode, rp.Why
 		c.log = c.log.With("route", router.Name())
@@ -181,6 +186,9 @@ func (c *call) connect() error {
 		c.bridge.Stop()
 		leg.Close()
 		rtpSess.Close()
+		for _, s := range c.extraSess {
+			s.Close()
+		}
 		c.bridge.Wait()
 		c.rec.ToPBX, c.rec.ToMeta = c.bridge.Stats()
 	}()
@@ -261,14 +269,16 @@ func (c *call) dialTarget(at attempt, ar *AttemptRecord, leg interface {
 	defer dialCancel(nil)
 	ringBy := time.Now().Add(target.RingTimeout.D())
 	limit, limitErr := ringBy, ErrRingTimeout
-	if acceptBy.Before(ringBy) {
+	if !acceptBy.IsZero() && acceptBy.Before(ringBy) { // zero: accepted already, no Meta deadline
 		limit, limitErr = acceptBy, ErrAcceptDeadline
 	}
 	stop := time.AfterFunc(time.Until(limit), func() { dialCancel(c.withReason(limitErr)) })
 	defer stop.Stop()
 
 	early := make(chan *sip.MediaDesc, 1)
-	earlyAnswer := trunk.EarlyMedia == "answer"
+	// A transfer target's early media must not replace the transferor's
+	// audio: the caller is connected already.
+	earlyAnswer := trunk.EarlyMedia == "answer" && at.kind != "transfer"
 	// A target that sends no 100/18x in time is dead (RFC 3261 §17.1.1.2
 	// would wait 32 s for Timer B): give up on it at once.
 	var provisional atomic.Bool
@@ -382,14 +392,58 @@ func (c *call) afterAnswer(leg interface {
 	c.persist(store.EventAnswered)
 	c.log.Info("call connected", "codec", c.rec.Codec,
 		"pbx200_to_accept_ms", c.rec.Accepted.Sub(c.rec.PBXAnswered).Milliseconds())
-	select {
-	case <-c.ctx.Done():
-		return context.Cause(c.ctx)
-	case <-dlg.Done():
-		if dlg.RemoteBye() {
-			return ErrPBXHangup
+
+	cur := &pbxLeg{dlg: dlg, sess: rtpSess, trunk: trunk}
+	refers := make(chan sip.Refer, 1)
+	var busy atomic.Bool
+	c.watchRefer(cur, refers, &busy)
+	// transferred handles one REFER; false: the call is over.
+	transferred := func(r sip.Refer) (bool, error) {
+		next := c.transfer(cur, r)
+		busy.Store(false)
+		if next == nil && (cur.dlg.RemoteBye() || cur.trunk.Transfer.OnFailure == config.TransferToDefault) {
+			// The transferor is gone (or the trunk says so): the route's
+			// default department takes the caller.
+			next = c.transferToDefault(cur)
 		}
-		return fmt.Errorf("%w: dialog ended", ErrSIP)
+		if next == nil {
+			if cur.dlg.RemoteBye() {
+				return false, ErrTransferGone
+			}
+			return true, nil // the caller stays with the transferor
+		}
+		old := cur
+		cur, dlg = next, next.dlg
+		c.extraSess = append(c.extraSess, cur.sess)
+		c.watchRefer(cur, refers, &busy)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = old.dlg.Bye(ctx, sip.Reason{Protocol: "SIP", Cause: 200, Text: "Call transferred"})
+		cancel()
+		old.sess.Close()
+		return true, nil
+	}
+	for {
+		select {
+		case <-c.ctx.Done():
+			return context.Cause(c.ctx)
+		case r := <-refers:
+			if ok, err := transferred(r); !ok {
+				return err
+			}
+		case <-cur.dlg.Done():
+			if busy.Load() {
+				// A transferor that hangs up right after its REFER: the
+				// transfer decides what happens to the caller.
+				if ok, err := transferred(<-refers); !ok {
+					return err
+				}
+				continue
+			}
+			if cur.dlg.RemoteBye() {
+				return ErrPBXHangup
+			}
+			return fmt.Errorf("%w: dialog ended", ErrSIP)
+		}
 	}
 }
 
@@ -525,6 +579,9 @@ func (c *call) plan() (*route.Router, route.Plan, []attempt, error) {
 	}
 	if len(plan) == 0 {
 		return r, p, nil, fmt.Errorf("%w: route %s has no usable target", ErrNoRoute, n.InboundRoute)
+	}
+	if last := plan[len(plan)-1]; last.kind == string(route.KindDefault) {
+		c.defaultDept = &last
 	}
 	return r, p, plan, nil
 }

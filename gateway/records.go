@@ -64,6 +64,11 @@ func (c *call) storeCall() *store.Call {
 		}
 		sc.Attempts = append(sc.Attempts, sa)
 	}
+	c.recMu.Lock()
+	for _, t := range r.Transfers {
+		sc.Transfers = append(sc.Transfers, store.Transfer{At: t.At, By: t.By, ReferTo: t.ReferTo, Target: t.ReferTo, Trunk: t.Trunk, Result: t.Result, Reason: t.Reason})
+	}
+	c.recMu.Unlock()
 	if !r.Ended.IsZero() {
 		sc.Outcome, sc.EndedBy = storeOutcome(r), storeEndedBy(r.EndedBy)
 		sc.Media = mediaSummary(r)
