@@ -75,6 +75,10 @@ func classify(err error) endReason {
 		return endReason{"shutdown", q(41, "Gateway shutting down")}
 	case errors.Is(err, ErrHookReject):
 		return endReason{"rejected_by_hook", q(21, "Call rejected")}
+	case errors.Is(err, ErrQueueTimeout):
+		return endReason{"queue_timeout", q(19, "No answer from user (queue time)")}
+	case errors.Is(err, ErrTransferGone):
+		return endReason{"transfer_failed", q(31, "Normal, unspecified (transfer failed)")}
 	case errors.Is(err, ErrClosed):
 		return endReason{"closed", q(21, "Call rejected (closed)")}
 	case errors.Is(err, ErrNoRoute):

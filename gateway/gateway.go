@@ -72,6 +72,7 @@ type Gateway struct {
 	draining atomic.Bool
 
 	routers     map[string]*route.Router // by route name
+	clips       clipCache                // queue music and announcements, loaded once
 	agents      AgentStore
 	store       CallStore
 	storeErrors atomic.Int64
@@ -313,6 +314,7 @@ type Record struct {
 	// Mode is the hunting mode; Hours why the route was open or closed;
 	// Hook what the routing hook decided (or why the static route was used).
 	Mode, Hours, Hook string
+	Queue             string // queue mode: how long the caller waited, over how many rounds
 	// AnsweredBy is the agent who answered and AgentSource where that came
 	// from (X-Agent header, P-Asserted-Identity, Contact).
 	AnsweredBy, AgentSource string

@@ -47,6 +47,7 @@ type call struct {
 	recMu       sync.Mutex        // rec.Transfers: a refused REFER is recorded on a SIP goroutine
 	extraSess   []*sip.RTPSession // RTP sessions of transfer targets, closed with the call
 	defaultDept *attempt          // the route's default department, for a failed transfer
+	queueUntil  time.Time         // queue mode: the hunt's deadline (zero otherwise)
 	accepted    bool              // accept returned 200: from now on Meta is told "terminate", not "reject"
 	bridge      *Bridge
 	rec         Record
@@ -220,6 +221,10 @@ func (c *call) connect() error {
 		}
 	}()
 
+	if rp.Mode == config.ModeAnswerThenHunt {
+		return c.queueHunt(router, rp.Queue, plan, leg, rtpSess, acceptBy)
+	}
+
 	// Hunt: each attempt rings until its ring timeout; a failure the
 	// route's policy lists moves on to the next, the default department last.
 	// The WhatsApp leg, its bridge and the RTP socket stay: the caller keeps
@@ -227,22 +232,11 @@ func (c *call) connect() error {
 	// stream continues with one SSRC).
 	var lastErr error
 	for i, at := range plan {
-		ar := AttemptRecord{Kind: at.kind, Agent: at.agent, Target: at.target.URI, Trunk: at.trunk.Name, Started: time.Now()}
-		dlg, md, err := c.dialTarget(at, &ar, leg, rtpSess, acceptBy)
-		ar.Ended, ar.Result = time.Now(), attemptResult(err)
-		c.rec.Attempts = append(c.rec.Attempts, ar)
-		if err == nil {
-			c.rec.Target = at.target.URI
-			c.rec.PBXAnswered = time.Now()
-			c.log = c.log.With("target", at.target.URI, "sip_call_id", dlg.CallID())
-			c.log.Info("target answered", "attempt", i+1, "acked_at", dlg.AckedAt().Format(time.RFC3339Nano))
-			c.noteAgent(router, at, dlg)
-			// From here the PBX is in the call: every failure path BYEs it.
-			return c.afterAnswer(leg, rtpSess, dlg, md, at.trunk, acceptBy)
+		answered, err := c.try(router, i, at, leg, rtpSess, acceptBy)
+		if answered {
+			return err
 		}
 		lastErr = err
-		c.persist()
-		c.log.Info("attempt failed", "attempt", i+1, "target", at.target.URI, "result", ar.Result, "err", err)
 		if cause := context.Cause(c.ctx); cause != nil {
 			return cause
 		}
@@ -252,6 +246,93 @@ func (c *call) connect() error {
 	}
 	c.rec.Target = plan[len(plan)-1].target.URI
 	return lastErr
+}
+
+// try rings one attempt of the hunt. When it answers, the call goes on
+// there to its end (answered is true and err is how the call ended);
+// otherwise err says why the attempt failed.
+func (c *call) try(router *route.Router, i int, at attempt, leg interface {
+	WaitConnected(context.Context) error
+	EnableSend()
+}, rtpSess *sip.RTPSession, deadline time.Time) (answered bool, err error) {
+	ar := AttemptRecord{Kind: at.kind, Agent: at.agent, Target: at.target.URI, Trunk: at.trunk.Name, Started: time.Now()}
+	dlg, md, err := c.dialTarget(at, &ar, leg, rtpSess, deadline)
+	ar.Ended, ar.Result = time.Now(), attemptResult(err)
+	c.rec.Attempts = append(c.rec.Attempts, ar)
+	if err == nil {
+		c.rec.Target = at.target.URI
+		c.rec.PBXAnswered = time.Now()
+		c.log = c.log.With("target", at.target.URI, "sip_call_id", dlg.CallID())
+		c.log.Info("target answered", "attempt", i+1, "acked_at", dlg.AckedAt().Format(time.RFC3339Nano))
+		c.noteAgent(router, at, dlg)
+		// From here the PBX is in the call: every failure path BYEs it.
+		return true, c.afterAnswer(leg, rtpSess, dlg, md, at.trunk, deadline)
+	}
+	c.persist()
+	c.log.Info("attempt failed", "attempt", i+1, "target", at.target.URI, "result", ar.Result, "err", err)
+	return false, err
+}
+
+// queueHunt is the hunt of queue mode (answer_then_hunt): the caller is
+// accepted at once and hears the queue's music or ringback while the
+// targets ring in turn, round after round, up to the queue time; then the
+// default department; then the closing announcement and the end.
+func (c *call) queueHunt(router *route.Router, q *config.Queue, plan []attempt, leg interface {
+	WaitConnected(context.Context) error
+	EnableSend()
+}, rtpSess *sip.RTPSession, acceptBy time.Time) error {
+	if err := c.bridge.PlayToMeta(c.queueAudio(q)); err != nil {
+		return fmt.Errorf("%w: queue audio: %v", ErrSIP, err)
+	}
+	if err := c.acceptMeta(leg, acceptBy); err != nil {
+		return err
+	}
+	c.persist()
+	targets, dflt, deadline := c.queuePlan(plan, q)
+	c.queueUntil = deadline
+	start, rounds, n := time.Now(), 0, 0
+	stop := false
+hunt:
+	for len(targets) > 0 && time.Now().Before(deadline) {
+		rounds++
+		for _, at := range targets {
+			if !time.Now().Before(deadline) {
+				break hunt
+			}
+			answered, err := c.try(router, n, at, leg, rtpSess, deadline)
+			n++
+			c.rec.Queue = queueDescribe(time.Since(start), rounds)
+			if answered {
+				return err
+			}
+			if cause := context.Cause(c.ctx); cause != nil {
+				return cause
+			}
+			if !movesOn(router, err) && !errors.Is(err, ErrQueueTimeout) {
+				stop = true // e.g. 603: the business declined; no default department
+				break hunt
+			}
+		}
+		// Targets that fail at once (busy, down) are not hammered: a pause
+		// between rounds.
+		select {
+		case <-c.ctx.Done():
+			return context.Cause(c.ctx)
+		case <-time.After(min(2*time.Second, time.Until(deadline))):
+		}
+	}
+	c.queueUntil = time.Time{}
+	if dflt != nil && !stop {
+		answered, err := c.try(router, n, *dflt, leg, rtpSess, time.Time{})
+		if answered {
+			return err
+		}
+		if cause := context.Cause(c.ctx); cause != nil {
+			return cause
+		}
+	}
+	c.closing(q)
+	return ErrQueueTimeout
 }
 
 // dialTarget rings one target until it answers (the 200 is ACKed by package
@@ -271,6 +352,9 @@ func (c *call) dialTarget(at attempt, ar *AttemptRecord, leg interface {
 	limit, limitErr := ringBy, ErrRingTimeout
 	if !acceptBy.IsZero() && acceptBy.Before(ringBy) { // zero: accepted already, no Meta deadline
 		limit, limitErr = acceptBy, ErrAcceptDeadline
+		if !c.queueUntil.IsZero() {
+			limitErr = ErrQueueTimeout // queue mode: the deadline is the queue time
+		}
 	}
 	stop := time.AfterFunc(time.Until(limit), func() { dialCancel(c.withReason(limitErr)) })
 	defer stop.Stop()

@@ -84,7 +84,7 @@ func storeOutcome(r *Record) store.Outcome {
 		return store.OutcomeAnswered
 	case r.Outcome == "completed", r.Outcome == "meta_failed" && r.PBXAnswered.IsZero():
 		return store.OutcomeAbandoned
-	case r.Outcome == "no_answer", r.Outcome == "target_unreachable", r.Outcome == "trunk_down",
+	case r.Outcome == "no_answer", r.Outcome == "target_unreachable", r.Outcome == "trunk_down", r.Outcome == "queue_timeout",
 		strings.HasPrefix(r.Outcome, "target_") && r.Outcome != "target_603":
 		return store.OutcomeMissed
 	case r.Outcome == "target_603", r.Outcome == "closed", r.Outcome == "no_route", r.Outcome == "rejected_by_hook",

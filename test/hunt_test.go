@@ -9,6 +9,7 @@ import (
 
 	"github.com/ponte-gw/ponte/config"
 	"github.com/ponte-gw/ponte/gateway"
+	"github.com/ponte-gw/ponte/sim/audio"
 	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sim/scenario"
 	"github.com/ponte-gw/ponte/sim/wasim"
@@ -299,5 +300,85 @@ func TestStickyAgent(t *testing.T) {
 				t.Errorf("second call's first attempt %+v, want the route's target", recs[1].Attempts[0])
 			}
 		})
+	}
+}
+
+// TestQueueMode: answer_then_hunt. ponte accepts the WhatsApp call at once
+// and the caller hears the queue's music (a 600 Hz WAV) while the agent's
+// phone rings for 90 s, far past Meta's 30 s accept window; when the agent
+// answers, the caller hears the agent (1000 Hz) in the same stream.
+func TestQueueMode(t *testing.T) {
+	w := startStallWatch(t)
+	music := t.TempDir() + "/music.wav"
+	toneWAV(t, music, 600, -12, 3)
+	const agentAfter = 90 * time.Second
+	env := startEnv(t, scenario.Options{
+		PBX:         pbx.Config{AnswerDelay: agentAfter},
+		RingTimeout: 120 * time.Second,
+		Configure: func(c *config.Config) {
+			r := c.Routes["support"]
+			r.Mode = config.ModeAnswerThenHunt
+			r.Queue = &config.Queue{Music: music, MaxWait: config.Duration(3 * time.Minute)}
+		},
+	})
+	agent := audio.NewAnalyzer(8000, 1000, -12)
+	ctx := ctxT(t, agentAfter+30*time.Second)
+	caller, err := env.Meta.Call(ctx, wasim.CallOptions{ExpectHz: 600, OnAudio: agent.Add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caller.WaitAccepted(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatalf("queue mode did not accept at once: %v", err)
+	}
+	acc := caller.AcceptRespondedAt()
+	pc, err := env.PBX.NextCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !pc.AnsweredAt().After(acc) {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the agent never answered")
+		case <-caller.Ended():
+			t.Fatalf("the call ended while queued: %s", caller.EndReason())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	ans := pc.AnsweredAt()
+	if wait := ans.Sub(acc); wait < agentAfter-5*time.Second {
+		t.Fatalf("the agent answered %v after accept, want about %v", wait, agentAfter)
+	}
+	// The music, in 10 s windows over the whole wait.
+	for from := acc.Add(time.Second); from.Add(10 * time.Second).Before(ans); from = from.Add(10 * time.Second) {
+		to := from.Add(10 * time.Second)
+		if r := caller.Heard().Report(from, to); r.ToneRatio < 0.95 {
+			if st := w.worst(from, to); st >= stallLimit {
+				t.Logf("music window at +%v: %.1f%%, excused by a measured %v CPU stall", from.Sub(acc).Round(time.Second), r.ToneRatio*100, st)
+				continue
+			}
+			t.Errorf("music window at +%v: the caller heard the queue music in %.1f%% of %d windows", from.Sub(acc).Round(time.Second), r.ToneRatio*100, r.Windows)
+		}
+	}
+	time.Sleep(3 * time.Second)
+	listen(t, w, ans.Add(500*time.Millisecond), 2*time.Second, func(from, to time.Time) string {
+		if r := agent.Report(from, to); r.ToneRatio < 0.95 {
+			return fmt.Sprintf("after the answer the caller heard the agent's 1000 Hz in %.1f%% of windows", r.ToneRatio*100)
+		}
+		if r := caller.Heard().Report(from, to); r.ToneWindows > 0 {
+			return fmt.Sprintf("the queue music went on after the answer (%d windows)", r.ToneWindows)
+		}
+		return ""
+	})
+	st := caller.Stream()
+	if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 {
+		t.Errorf("toward Meta: SSRCs %v, max sequence step %d", st.SSRCs, st.MaxSeqStep)
+	}
+	if a := actions(requests(env, caller.ID())); a != "pre_accept,accept" {
+		t.Errorf("Graph requests %q, want pre_accept,accept", a)
+	}
+	hangupAndWait(t, env, caller, pc)
+	recs := env.Server.Gateway.Records()
+	if len(recs) != 1 || recs[0].Mode != config.ModeAnswerThenHunt || recs[0].Outcome != "completed" || !strings.Contains(recs[0].Queue, "queued") {
+		t.Errorf("record %+v", recs)
 	}
 }
