@@ -82,7 +82,7 @@ type Media struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"` // ICE+DTLS must complete within this
 	JitterFrames   int      `yaml:"jitter_frames"`   // playout depth target, 20 ms frames
 	AcceptBuffer   Duration `yaml:"accept_buffer"`   // PBX audio held while accept is in flight (<= 1 s)
-	RTPTimeout     Duration `yaml:"rtp_timeout"`     // PBX silent this long mid-call ends the call (0 = never)
+	RTPTimeout     Duration `yaml:"rtp_timeout"`     // PBX silent this long mid-call (not on hold) ends the call; default 60s
 }
 
 // SIP configures the SIP user agent and the trunks.
@@ -270,6 +270,7 @@ func (c *Config) applyDefaults() {
 	}
 	defD(&c.Media.ConnectTimeout, 10*time.Second)
 	defD(&c.Media.AcceptBuffer, time.Second)
+	defD(&c.Media.RTPTimeout, 60*time.Second) // a PBX gone without a BYE; held calls are exempt
 	if len(c.SIP.Listen) == 0 {
 		c.SIP.Listen = []string{"udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"}
 	}

@@ -286,6 +286,13 @@ func (b *Bridge) SwapPBX(leg rtpLeg, m pbxMedia) error {
 	return b.SetPBX(m)
 }
 
+// LastPBXPacket is when the PBX's last packet was taken (zero: none yet).
+func (b *Bridge) LastPBXPacket() time.Time {
+	b.toMeta.mu.Lock()
+	defer b.toMeta.mu.Unlock()
+	return b.toMeta.lastRx
+}
+
 // SetInfoSink sets where digits go when the PBX leg carries them as SIP
 // INFO; f runs on the playout goroutine and must not block. Call it before
 // SetPBX.

@@ -31,6 +31,7 @@ type direction struct {
 	tag        []byte      // scratch: the payload prefixed with its PT for the jitter buffer
 	srcSSRC    uint32
 	haveSrc    bool
+	lastRx     time.Time // last packet taken from the source
 	jb         *transcode.JitterBuffer
 	relay      eventRelay
 	detect     *transcode.InbandDetector // in-band DTMF: digits found in the source's PCM
@@ -144,6 +145,7 @@ func (d *direction) receive(p *rtp.Packet, now time.Time) {
 		d.st.SSRCChanges++
 	}
 	d.srcSSRC, d.haveSrc = p.SSRC, true
+	d.lastRx = now
 	d.st.In++
 	switch {
 	case d.inDTMFPT >= 0 && int(p.PayloadType) == d.inDTMFPT:

@@ -48,6 +48,7 @@ type call struct {
 	extraSess   []*sip.RTPSession // RTP sessions of transfer targets, closed with the call
 	defaultDept *attempt          // the route's default department, for a failed transfer
 	queueUntil  time.Time         // queue mode: the hunt's deadline (zero otherwise)
+	held        atomic.Bool       // the PBX holds the call (its RTP may stop)
 	accepted    bool              // accept returned 200: from now on Meta is told "terminate", not "reject"
 	bridge      *Bridge
 	rec         Record
@@ -476,6 +477,10 @@ func (c *call) afterAnswer(leg interface {
 	c.persist(store.EventAnswered)
 	c.log.Info("call connected", "codec", c.rec.Codec,
 		"pbx200_to_accept_ms", c.rec.Accepted.Sub(c.rec.PBXAnswered).Milliseconds())
+
+	watchCtx, stopWatch := context.WithCancel(c.ctx)
+	defer stopWatch()
+	c.watchPBXMedia(watchCtx, c.cfg().Media.RTPTimeout.D())
 
 	cur := &pbxLeg{dlg: dlg, sess: rtpSess, trunk: trunk}
 	refers := make(chan sip.Refer, 1)

@@ -367,3 +367,34 @@ func TestInboundTrunkDownSkipped(t *testing.T) {
 		t.Errorf("record %+v", recs)
 	}
 }
+
+// TestInboundPBXMediaTimeout: a PBX that stops sending RTP without a BYE
+// (crashed, unplugged) is given media.rtp_timeout; then ponte ends the call:
+// BYE to the PBX with a Q.850 reason, terminate toward Meta.
+func TestInboundPBXMediaTimeout(t *testing.T) {
+	env := startEnv(t, scenario.Options{
+		PBX:       pbx.Config{SilentAfter: 2 * time.Second},
+		Configure: func(c *config.Config) { c.Media.RTPTimeout = config.Duration(3 * time.Second) },
+	})
+	caller, pc := connected(t, env, wasim.CallOptions{})
+	start := time.Now()
+	if r := callerEnded(t, caller, 15*time.Second); r == "" {
+		t.Fatal("the call did not end")
+	}
+	if el := time.Since(start); el < 3*time.Second || el > 9*time.Second {
+		t.Errorf("ended %v after answer, want about 2 s of audio + the 3 s timeout", el)
+	}
+	if by := pbxEnded(t, pc, 5*time.Second); by != "bye" {
+		t.Errorf("PBX leg ended by %q, want a BYE from ponte", by)
+	}
+	if !strings.Contains(pc.ByeReason(), "cause=41") {
+		t.Errorf("BYE Reason %q, want Q.850 cause 41", pc.ByeReason())
+	}
+	if a := waitActions(env, caller.ID(), "pre_accept,accept,terminate"); a != "pre_accept,accept,terminate" {
+		t.Errorf("Graph requests %q", a)
+	}
+	_ = env.WaitIdle(ctxT(t, 5*time.Second))
+	if recs := env.Server.Gateway.Records(); len(recs) != 1 || recs[0].Outcome != "pbx_media_timeout" {
+		t.Errorf("record %+v", recs)
+	}
+}
