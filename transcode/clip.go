@@ -222,7 +222,7 @@ type polyphase struct {
 	taps []float64 // taps[p*k+k-1-j] = L·h[j·L+p]: phase p, reversed for a forward dot product
 }
 
-func gcd(a, b int) int {
+func rsGCD(a, b int) int {
 	for b != 0 {
 		a, b = b, a%b
 	}
@@ -230,7 +230,7 @@ func gcd(a, b int) int {
 }
 
 func newPolyphase(inRate int) *polyphase {
-	g := gcd(inRate, ClipRate)
+	g := rsGCD(inRate, ClipRate)
 	l, m := ClipRate/g, inRate/g
 	upRate := float64(inRate) * float64(l)
 	dw := 2 * math.Pi * (rsStopHz - rsPassHz) / upRate

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/hraban/opus"
 )
@@ -256,9 +257,17 @@ func parseOggOpus(data []byte) (*Clip, error) {
 	}
 	const ratio = opusSampleRate / ClipRate // granules and pre-skip count 48 kHz samples
 	preSkip := (h.preSkip + ratio/2) / ratio
-	// Preallocate from what the packets can hold (at most 120 ms each), not from header
-	// fields, so that a lying granule position cannot make us reserve memory.
-	est := min(int64(len(audio))*opusMaxFrame8k, maxClipSamples+int64(preSkip))
+	// Size the output from the packets' own TOC bytes, not from header fields, so a lying
+	// granule position cannot make us reserve memory, and refuse an over-long clip before
+	// spending time decoding it.
+	var est int64
+	for _, pk := range audio {
+		est += int64(opusPacketSamples8k(pk.data))
+	}
+	if est-int64(preSkip) > maxClipSamples {
+		return nil, fmt.Errorf("%w: Ogg Opus clip is %v long, limit %v", ErrClipTooLarge,
+			time.Duration(est*int64(time.Second)/ClipRate).Round(time.Second), MaxClipDuration)
+	}
 	out := make([]int16, 0, est)
 	buf := make([]int16, opusMaxFrame8k*h.channels)
 	durs := make([]int, len(audio)) // decoded samples per packet, at 8 kHz
@@ -290,6 +299,35 @@ func parseOggOpus(data []byte) (*Clip, error) {
 		out = out[:max(0, n)]
 	}
 	return &Clip{PCM: out, Format: format}, nil
+}
+
+// opusPacketSamples8k is the duration of an Opus packet at 8 kHz from its TOC byte (RFC 6716
+// §3.1): the frame size of its configuration times its frame count; 0 if malformed.
+func opusPacketSamples8k(p []byte) int {
+	if len(p) == 0 {
+		return 0
+	}
+	cfg := int(p[0] >> 3)
+	var frame int // samples at 8 kHz
+	switch {
+	case cfg < 12: // SILK-only: 10, 20, 40, 60 ms
+		frame = [4]int{80, 160, 320, 480}[cfg%4]
+	case cfg < 16: // hybrid: 10, 20 ms
+		frame = [2]int{80, 160}[cfg%2]
+	default: // CELT-only: 2.5, 5, 10, 20 ms
+		frame = [4]int{20, 40, 80, 160}[cfg%4]
+	}
+	switch p[0] & 3 {
+	case 0:
+		return frame
+	case 1, 2:
+		return 2 * frame
+	default:
+		if len(p) < 2 {
+			return 0
+		}
+		return min(int(p[1]&0x3f)*frame, opusMaxFrame8k) // §3.2.5: at most 120 ms
+	}
 }
 
 // playableSamples is the clip length at 8 kHz that the granule positions describe (RFC 7845

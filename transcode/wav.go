@@ -92,6 +92,11 @@ func parseWAV(data []byte) (*Clip, error) {
 		size := int64(binary.LittleEndian.Uint32(data[pos+4 : pos+8]))
 		body := pos + 8
 		left := int64(end - body)
+		if size > left && int64(len(data)-body) >= size {
+			// The chunk fits the file but not the RIFF size: that size was wrong, not the
+			// chunk (some writers count only the data chunk).
+			end, left = len(data), int64(len(data)-body)
+		}
 		if size > left {
 			// A streaming writer that could not seek back leaves the data size at
 			// 0xffffffff: the samples run to the end of the file.
