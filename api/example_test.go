@@ -40,7 +40,7 @@ func Example() {
 	fmt.Println(c.Protocol, c.Outcome, c.Duration)
 
 	// Sticky agent on the user's next call.
-	agent, _ := st.LastAgent(ctx, "5511987654321", offered.Add(-24*time.Hour))
+	agent, _, _ := st.LastAgent(ctx, "5511987654321", offered.Add(-24*time.Hour))
 	fmt.Println("last agent:", agent)
 
 	// The admin listener mounts the API.

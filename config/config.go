@@ -86,7 +86,7 @@ type Media struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"` // ICE+DTLS must complete within this
 	JitterFrames   int      `yaml:"jitter_frames"`   // playout depth target, 20 ms frames
 	AcceptBuffer   Duration `yaml:"accept_buffer"`   // PBX audio held while accept is in flight (<= 1 s)
-	RTPTimeout     Duration `yaml:"rtp_timeout"`     // PBX silent this long mid-call ends the call (0 = never)
+	RTPTimeout     Duration `yaml:"rtp_timeout"`     // PBX silent this long mid-call (not on hold) ends the call; default 60s
 }
 
 // SIP configures the SIP user agent and the trunks.
@@ -130,6 +130,8 @@ type Trunk struct {
 	// optional or required SDES-SRTP (trunk_tls.go).
 	TLS  *TrunkTLS `yaml:"tls"`
 	SRTP string    `yaml:"srtp"`
+	// Transfer: which REFER targets its PBX may send callers to (trunk_transfer.go).
+	Transfer Transfer `yaml:"transfer"`
 }
 
 // Auth holds digest credentials.
@@ -284,6 +286,7 @@ func (c *Config) applyDefaults() {
 	}
 	defD(&c.Media.ConnectTimeout, 10*time.Second)
 	defD(&c.Media.AcceptBuffer, time.Second)
+	defD(&c.Media.RTPTimeout, 60*time.Second) // a PBX gone without a BYE; held calls are exempt
 	if len(c.SIP.Listen) == 0 {
 		c.SIP.Listen = []string{"udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"}
 	}
@@ -292,6 +295,7 @@ func (c *Config) applyDefaults() {
 		t := &c.SIP.Trunks[i]
 		def(&t.Transport, "udp")
 		def(&t.DTMF, "rfc4733")
+		t.transferDefaults()
 		def(&t.EarlyMedia, "ignore")
 		def(&t.CallerID, "e164_plus")
 		def(&t.DisplayName, "whatsapp")
@@ -441,8 +445,8 @@ func (c *Config) validate() []problem {
 			}
 			c.SIP.Trunks[i].Codecs[j] = canon
 		}
-		if t.DTMF != "rfc4733" {
-			add(p+".dtmf", "%q: only rfc4733 is supported in this version", t.DTMF)
+		if t.DTMF != "rfc4733" && t.DTMF != "info" && t.DTMF != "inband" {
+			add(p+".dtmf", "%q is not one of rfc4733, info, inband", t.DTMF)
 		}
 		if t.DTMFPT < 96 || t.DTMFPT > 127 {
 			add(p+".dtmf_payload_type", "%d is not a dynamic payload type (96..127)", t.DTMFPT)
@@ -469,7 +473,8 @@ func (c *Config) validate() []problem {
 	c.validateTrunkNet(add) // trunk_net.go
 	c.validateTLS(add)      // trunk_tls.go
 	c.validateRoutes(add)
-	c.validateOps(add) // config/ops.go
+	c.validateOps(add)       // config/ops.go
+	c.validateTransfers(add) // trunk_transfer.go
 	switch c.Store.Driver {
 	case "sqlite", "memory":
 	default:

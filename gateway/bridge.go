@@ -64,6 +64,23 @@ type pbxMedia struct {
 	// Ptime is the answer's a=ptime in ms (RFC 4566 §6); 0 means 20. Packets
 	// toward the PBX carry that much audio when transcoding.
 	Ptime int
+	// DTMFMode is how digits travel on the PBX leg: rfc4733 (telephone-event
+	// packets), info (SIP INFO, sent through the bridge's info sink) or
+	// inband (tones in the audio, generated and detected by ponte).
+	DTMFMode string
+}
+
+// dtmfMode picks how digits travel on the PBX leg: the trunk's choice, and
+// when it wants RFC 4733 from a PBX that answered without telephone-event,
+// in-band tones (issue 3: "else in-band tones").
+func dtmfMode(trunkMode string, pbxDTMFPT int) string {
+	switch {
+	case trunkMode == "info", trunkMode == "inband":
+		return trunkMode
+	case pbxDTMFPT < 0:
+		return "inband"
+	}
+	return "rfc4733"
 }
 
 // pbxCodec is one negotiated codec and its payload type.
@@ -100,9 +117,11 @@ type Bridge struct {
 	toPBX  *direction // source Meta, sink PBX
 	toMeta *direction // source PBX, sink Meta
 
-	fail   func(error) // ends the call when a goroutine dies
-	wg     sync.WaitGroup
-	cancel context.CancelFunc
+	ctx     context.Context           // the bridge's lifetime (Start)
+	fail    func(error)               // ends the call when a goroutine dies
+	infoOut func(rune, time.Duration) // sends a digit to the PBX as SIP INFO
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
 }
 
 func newBridge(log *slog.Logger, p mediaParams, wa, pbx rtpLeg, fail func(error)) *Bridge {
@@ -131,6 +150,7 @@ func newBridge(log *slog.Logger, p mediaParams, wa, pbx rtpLeg, fail func(error)
 // asks for it.
 func (b *Bridge) Start(ctx context.Context) {
 	ctx, b.cancel = context.WithCancel(ctx)
+	b.ctx = ctx
 	b.goSafe("read_meta", func() { b.readLoop(ctx, b.wa, b.toPBX) })
 	b.goSafe("read_pbx", func() { b.readLoop(ctx, b.pbx, b.toMeta) })
 	b.goSafe("playout", func() { b.playout(ctx) })
@@ -163,6 +183,8 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 	}
 	toMeta := b.toMeta
 	toMeta.mu.Lock()
+	toMeta.resetCodecs()
+	toMeta.local = nil // the PBX's audio replaces ringback or the queue announcement
 	toMeta.inPT, toMeta.inDTMFPT = m.PT, m.DTMFPT
 	toMeta.silence = silence
 	if !pass {
@@ -209,8 +231,18 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 	toPBX := b.toPBX
 	toPBX.mu.Lock()
 	defer toPBX.mu.Unlock()
+	toPBX.resetCodecs()
 	toPBX.outPT = m.PT
-	toPBX.outDTMFPT, toPBX.hasDTMF = uint8(max(m.DTMFPT, 0)), m.DTMFPT >= 0
+	mode := m.DTMFMode
+	if mode == "" {
+		mode = dtmfMode("rfc4733", m.DTMFPT)
+	}
+	toPBX.dtmfMode = mode
+	toPBX.outDTMFPT, toPBX.hasDTMF = uint8(max(m.DTMFPT, 0)), mode == "rfc4733" && m.DTMFPT >= 0
+	toPBX.infoOut = nil
+	if mode == "info" {
+		toPBX.infoOut = b.infoOut
+	}
 	toPBX.slotDur, toPBX.outN = slot, outN
 	toPBX.clock = transcode.TimestampStep(m.Codec, slot)
 	toPBX.silence = pbxSilence
@@ -228,8 +260,84 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 			return err
 		}
 	}
+	if mode == "inband" && !pass {
+		// Tones toward the PBX; digits found in its audio go to Meta as
+		// RFC 4733 events. An Opus PBX is not decoded, so in-band needs
+		// G.711 (an Opus PBX without telephone-event gets no digits).
+		toPBX.gen = transcode.NewInbandGenerator(pcmRate)
+		b.toMeta.mu.Lock()
+		b.toMeta.detect = transcode.NewInbandDetector()
+		b.toMeta.mu.Unlock()
+	}
 	toPBX.accepting = true
 	toPBX.openAt(time.Now())
+	return nil
+}
+
+// SwapPBX moves the PBX side to another leg (a transfer target's RTP
+// session) and configures it from that leg's answer. Meta's side does not
+// change: same SSRC, sequence and timestamps. The old leg's reader ends when
+// the caller closes the old leg, which it should do right after.
+func (b *Bridge) SwapPBX(leg rtpLeg, m pbxMedia) error {
+	b.toPBX.mu.Lock()
+	b.toPBX.out = leg
+	b.toPBX.mu.Unlock()
+	b.goSafe("read_pbx", func() { b.readLoop(b.ctx, leg, b.toMeta) })
+	return b.SetPBX(m)
+}
+
+// LastPBXPacket is when the PBX's last packet was taken (zero: none yet).
+func (b *Bridge) LastPBXPacket() time.Time {
+	b.toMeta.mu.Lock()
+	defer b.toMeta.mu.Unlock()
+	return b.toMeta.lastRx
+}
+
+// SetInfoSink sets where digits go when the PBX leg carries them as SIP
+// INFO; f runs on the playout goroutine and must not block. Call it before
+// SetPBX.
+func (b *Bridge) SetInfoSink(f func(digit rune, dur time.Duration)) { b.infoOut = f }
+
+// PBXDigit relays a digit the PBX sent out of band (SIP INFO) to Meta as an
+// RFC 4733 event of that duration.
+func (b *Bridge) PBXDigit(digit rune, dur time.Duration) {
+	code, ok := transcode.DigitCode(digit)
+	if !ok {
+		return
+	}
+	d := b.toMeta
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.open || !d.relay.Inject(code, uint16(min(dur/(time.Second/8000), 65535)), time.Now()) {
+		d.st.DigitsDropped++
+	}
+}
+
+// PlayToMeta plays locally made audio toward Meta (queue ringback, music,
+// an announcement) from the next slot on, in the same outgoing stream: fill
+// writes each 20 ms frame of 8 kHz PCM. SetPBX ends it (the agent's audio
+// takes over); nil stops it (silence). It works before and after OpenMeta.
+func (b *Bridge) PlayToMeta(fill func(pcm []int16)) error {
+	d := b.toMeta
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if fill != nil && d.localEnc == nil {
+		enc, err := transcode.NewEncoder("opus", pcmRate, transcode.EncoderOptions{
+			Complexity: b.params.Complexity, Bitrate: b.params.Bitrate, FEC: true, PacketLossPerc: 5,
+		})
+		if err != nil {
+			return err
+		}
+		d.localEnc = enc
+	}
+	if d.silence == nil {
+		silence, err := silenceFrame("opus", b.params, pcmFrame)
+		if err != nil {
+			return err
+		}
+		d.silence = silence
+	}
+	d.local = fill
 	return nil
 }
 

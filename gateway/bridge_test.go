@@ -274,3 +274,61 @@ func TestBridgeRelaysDTMFWithReceiverPT(t *testing.T) {
 		}
 	}
 }
+
+// TestBridgePlaysLocalAudioThenPBX: queue mode. Meta's side opens with
+// locally made audio (a 425 Hz ringback stand-in) and no PBX; when the agent
+// answers, the PBX's tone replaces it in the same stream (one SSRC, sequence
+// +1), and what the PBX sent before SetPBX never reaches Meta.
+func TestBridgePlaysLocalAudioThenPBX(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	wa, pbx := newMemLeg(), newMemLeg()
+	ctx, cancel := context.WithCancel(context.Background())
+	var failed error
+	b := newBridge(slog.Default(), mediaParams{Complexity: 5, Bitrate: 24000, JitterFrames: 1, AcceptFrames: 50}, wa, pbx, func(err error) { failed = err })
+	b.Start(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); source(ctx, pbx, "PCMU", 0, 1000, -1) }()
+	ring := transcode.NewToneGen(425, 8000, transcode.AmpForDBFS(-12))
+	if err := b.PlayToMeta(ring.Fill); err != nil {
+		t.Fatal(err)
+	}
+	b.OpenMeta()
+	time.Sleep(1500 * time.Millisecond)
+	switchAt := len(wa.packets())
+	if err := b.SetPBX(pbxMedia{Codec: "PCMU", PT: 0, DTMFPT: 101}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	cancel()
+	wa.Close()
+	pbx.Close()
+	b.Stop()
+	b.Wait()
+	wg.Wait()
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	toMeta := wa.packets()
+	if switchAt < 50 || len(toMeta)-switchAt < 50 {
+		t.Fatalf("packets toward Meta: %d before the agent answered, %d after", switchAt, len(toMeta)-switchAt)
+	}
+	for i := 1; i < len(toMeta); i++ {
+		if toMeta[i].h.SSRC != toMeta[0].h.SSRC || toMeta[i].h.SequenceNumber != toMeta[i-1].h.SequenceNumber+1 {
+			t.Fatalf("packet %d: ssrc %d seq %d after %d", i, toMeta[i].h.SSRC, toMeta[i].h.SequenceNumber, toMeta[i-1].h.SequenceNumber)
+		}
+	}
+	if raceEnabled {
+		return
+	}
+	before, after := toMeta[:switchAt], toMeta[switchAt:]
+	if r := toneRatio(t, before, 10, "opus", metaPT, 425); r < 0.95 {
+		t.Errorf("before the agent answered Meta heard the local 425 Hz in %.1f%% of frames", r*100)
+	}
+	if r := toneRatio(t, before, 10, "opus", metaPT, 1000); r > 0 {
+		t.Errorf("the PBX's audio reached Meta before SetPBX (%.1f%% of frames)", r*100)
+	}
+	if r := toneRatio(t, after, 10, "opus", metaPT, 1000); r < 0.95 {
+		t.Errorf("after the agent answered Meta heard the PBX's 1000 Hz in %.1f%% of frames", r*100)
+	}
+}

@@ -31,8 +31,10 @@ type direction struct {
 	tag        []byte      // scratch: the payload prefixed with its PT for the jitter buffer
 	srcSSRC    uint32
 	haveSrc    bool
+	lastRx     time.Time // last packet taken from the source
 	jb         *transcode.JitterBuffer
 	relay      eventRelay
+	detect     *transcode.InbandDetector // in-band DTMF: digits found in the source's PCM
 
 	// sink side (playout goroutine, under mu)
 	out       rtpLeg
@@ -47,11 +49,18 @@ type direction struct {
 	outN      int           // PCM samples per outgoing packet when transcoding
 	outPT     uint8
 	outDTMFPT uint8
-	hasDTMF   bool
-	dec       transcode.Decoder // nil: passthrough
-	probe     transcode.Decoder // passthrough only: tells silence while winning back a backlog
+	hasDTMF   bool                                // the sink takes RFC 4733 events
+	dtmfMode  string                              // rfc4733 | info | inband: how events reach the sink
+	gen       *transcode.InbandGenerator          // inband: tones mixed into the PCM toward the sink
+	infoOut   func(digit rune, dur time.Duration) // info: a digit to send as SIP INFO (must not block)
+	endSeen   bool                                // lastEndTS is the outgoing timestamp of the last
+	lastEndTS uint32                              // event whose End was acted on (End is sent 3 times)
+	dec       transcode.Decoder                   // nil: passthrough
+	probe     transcode.Decoder                   // passthrough only: tells silence while winning back a backlog
 	enc       transcode.Encoder
 	silence   []byte
+	local     func(pcm []int16) // local audio (ringback, queue music) played instead of the source
+	localEnc  transcode.Encoder
 	winBack   bool
 	target    int       // current playout depth in frames (adaptive)
 	minTarget int       // configured depth
@@ -84,6 +93,7 @@ type DirStats struct {
 	EventsIn                                                uint64 // telephone-event packets received
 	Digits                                                  uint64
 	SSRCChanges                                             uint64
+	DigitsDropped                                           uint64 // digits the sink could not be given
 	ComfortNoise                                            uint64 // CN packets played as silence
 	Jitter                                                  transcode.JitterStats
 }
@@ -135,6 +145,7 @@ func (d *direction) receive(p *rtp.Packet, now time.Time) {
 		d.st.SSRCChanges++
 	}
 	d.srcSSRC, d.haveSrc = p.SSRC, true
+	d.lastRx = now
 	d.st.In++
 	switch {
 	case d.inDTMFPT >= 0 && int(p.PayloadType) == d.inDTMFPT:
@@ -192,6 +203,19 @@ func (d *direction) peekNext(pt uint8) ([]byte, bool) {
 	return payload[1:], true
 }
 
+// resetCodecs forgets the previous PBX's codecs and buffered audio, for a
+// bridge pointed at another PBX dialog (the next target of a hunt, a
+// transfer). The outgoing stream (SSRC, sequence, timestamps) goes on.
+// Caller holds mu.
+func (d *direction) resetCodecs() {
+	d.dec, d.enc, d.probe, d.lastDec = nil, nil, nil, nil
+	d.alt = d.alt[:0]
+	d.fifoN, d.haveSrc, d.cn, d.hadAudio, d.underrun = 0, false, false, false, 0
+	d.jb.Reset()
+	d.relay.Reset()
+	d.gen, d.detect, d.infoOut, d.dtmfMode = nil, nil, nil, ""
+}
+
 // openAt starts the outgoing stream. Caller holds mu.
 func (d *direction) openAt(now time.Time) {
 	if d.open {
@@ -236,17 +260,53 @@ func (d *direction) tickLocked(now time.Time) {
 func (d *direction) emit(now time.Time) {
 	ts := d.tsBase + d.slots*d.clock
 	if d.relay.Active() {
-		ev, evTS, marker, _ := d.relay.Next(now, ts)
-		d.popAudio() // keep the jitter buffer in step; audio is muted during an event
-		if !d.hasDTMF {
-			return // no telephone-event on that side (INFO/in-band come with the SIP interop work)
+		ev, evTS, marker, _ := d.relay.Next(now, ts, uint16(d.slotDur/(time.Second/8000)))
+		firstEnd := ev.End && !(d.endSeen && d.lastEndTS == evTS)
+		if firstEnd {
+			d.endSeen, d.lastEndTS = true, evTS
 		}
-		n := ev.Put(d.buf)
-		d.write(d.outDTMFPT, evTS, marker, d.buf[:n])
-		d.st.Events++
-		return
+		switch {
+		case d.hasDTMF:
+			d.popAudio() // keep the jitter buffer in step; audio is muted during an event
+			n := ev.Put(d.buf)
+			d.write(d.outDTMFPT, evTS, marker, d.buf[:n])
+			d.st.Events++
+			return
+		case d.gen != nil:
+			// In-band: the digit is played as its two tones in the audio
+			// (ITU-T Q.23), from the event's start to its end.
+			if marker {
+				_ = d.gen.Start(transcode.DigitRune(ev.Code), now)
+			}
+			if firstEnd {
+				d.gen.Stop(now)
+				d.st.Events++
+			}
+		default:
+			// SIP INFO (or no way to carry it): audio is muted during the
+			// event and the digit leaves as one INFO when it ends, with its
+			// duration (application/dtmf-relay).
+			d.popAudio()
+			if firstEnd {
+				if d.infoOut != nil {
+					d.infoOut(transcode.DigitRune(ev.Code), time.Duration(ev.Duration)*time.Second/8000)
+					d.st.Events++
+				} else {
+					d.st.DigitsDropped++
+				}
+			}
+			if d.silence != nil {
+				d.write(d.outPT, ts, false, d.silence)
+			}
+			return
+		}
 	}
-	payload := d.nextAudio()
+	var payload []byte
+	if d.local != nil {
+		payload = d.localAudio()
+	} else {
+		payload = d.nextAudio()
+	}
 	if payload == nil {
 		return // a short underrun in passthrough: leave the slot empty, the receiver conceals it
 	}
@@ -292,6 +352,9 @@ func (d *direction) popAudio() {
 		if d.nextPCM() != nil {
 			d.consume()
 		}
+		if d.gen != nil {
+			d.gen.Mix(d.pcm[:d.outN]) // the generator's clock runs on while muted
+		}
 		d.st.Discarded++
 		return
 	}
@@ -307,7 +370,14 @@ func (d *direction) nextAudio() []byte {
 	if d.dec != nil {
 		pcm := d.nextPCM()
 		if pcm == nil {
-			return d.silence
+			if d.gen == nil || !d.gen.Active() {
+				return d.silence
+			}
+			pcm = d.pcm[:d.outN] // a digit over a silent source
+			clear(pcm)
+		}
+		if d.gen != nil {
+			d.gen.Mix(pcm)
 		}
 		n, err := d.enc.Encode(pcm, d.buf)
 		d.consume()
@@ -347,6 +417,17 @@ func (d *direction) nextAudio() []byte {
 		d.st.Silence++
 		return d.silence
 	}
+}
+
+// localAudio encodes one frame of the local player.
+func (d *direction) localAudio() []byte {
+	pcm := d.pcm[:d.outN]
+	d.local(pcm)
+	n, err := d.localEnc.Encode(pcm, d.buf)
+	if err != nil || n == 0 {
+		return d.silence
+	}
+	return d.buf[:n]
 }
 
 // playCN handles an RFC 3389 comfort-noise packet: the source is in a silent
@@ -426,7 +507,21 @@ func (d *direction) nextPCM() []int16 {
 			d.fifoN = need
 		}
 	}
+	if d.detect != nil {
+		d.detectDigits(d.fifo[:need])
+	}
 	return d.fifo[:need]
+}
+
+// detectDigits runs the in-band DTMF detector over PCM about to be played
+// and relays each digit it finds as an RFC 4733 event once it has ended,
+// with its measured duration.
+func (d *direction) detectDigits(pcm []int16) {
+	for _, dg := range d.detect.Push(pcm) {
+		if dg.End && !d.relay.Inject(dg.Code, uint16(min(dg.Duration, math.MaxUint16)), d.now) {
+			d.st.DigitsDropped++
+		}
+	}
 }
 
 // lastPT is the payload type of the last decoded packet's decoder.

@@ -28,10 +28,35 @@ type eventRelay struct {
 	done    bool   // doneTS holds the source timestamp of the last finished event
 	doneTS  uint32 // so its late End retransmissions are not replayed
 	emitted uint64 // digits relayed (for metrics and tests)
+
+	synthTS uint32 // source timestamps for injected events
+	dropped uint64 // injected events refused: two already waiting
+}
+
+// Inject queues a whole event known in advance: a SIP INFO digit, a digit
+// detected in the audio. It is sent like a relayed one, its duration growing
+// by one packet per tick until dur, then three End packets (RFC 4733
+// §2.5.1.3-4). It reports false when two events are already waiting.
+func (r *eventRelay) Inject(code uint8, dur uint16, now time.Time) bool {
+	r.synthTS++
+	e := relayEvent{active: true, synth: true, total: max(dur, 160), srcTS: r.synthTS | 1<<31,
+		ev: transcode.Event{Code: code, Volume: 10}, lastRx: now}
+	switch {
+	case !r.cur.active:
+		r.cur = e
+	case !r.pending.active:
+		r.pending = e
+	default:
+		r.dropped++
+		return false
+	}
+	return true
 }
 
 type relayEvent struct {
 	active   bool
+	synth    bool   // injected whole (SIP INFO, in-band detection): no packets to wait for
+	total    uint16 // synth: the event's full duration, 8 kHz units
 	srcTS    uint32
 	ev       transcode.Event
 	ended    bool
@@ -76,8 +101,9 @@ func (e *relayEvent) update(ev transcode.Event, now time.Time) {
 func (r *eventRelay) Active() bool { return r.cur.active }
 
 // Next returns the event packet for this tick. outTS is the outgoing stream's
-// current timestamp; it becomes the event timestamp on the first packet.
-func (r *eventRelay) Next(now time.Time, outTS uint32) (ev transcode.Event, ts uint32, marker, ok bool) {
+// current timestamp; it becomes the event timestamp on the first packet. step
+// is one packet's duration in 8 kHz units, for injected events.
+func (r *eventRelay) Next(now time.Time, outTS uint32, step uint16) (ev transcode.Event, ts uint32, marker, ok bool) {
 	if !r.cur.active {
 		return ev, 0, false, false
 	}
@@ -87,7 +113,12 @@ func (r *eventRelay) Next(now time.Time, outTS uint32) (ev transcode.Event, ts u
 		c.outTS = outTS
 		marker = true
 	}
-	if !c.ended && now.Sub(c.lastRx) > r.endTimeout {
+	if c.synth && !c.ended {
+		// One packet's worth more per tick (RFC 4733 §2.5.1.3), in 8 kHz units.
+		c.ev.Duration = min(c.total, c.ev.Duration+step)
+		c.ended = c.ev.Duration >= c.total
+	}
+	if !c.ended && !c.synth && now.Sub(c.lastRx) > r.endTimeout {
 		c.ended = true // every End packet was lost (RFC 4733 §2.5.2.2 timeout)
 	}
 	ev, ts = c.ev, c.outTS

@@ -24,7 +24,7 @@ func drive(r *eventRelay, in []struct {
 	now := time.Unix(0, 0)
 	outTS := uint32(100000)
 	tick := func() {
-		if ev, ts, m, ok := r.Next(now, outTS); ok {
+		if ev, ts, m, ok := r.Next(now, outTS, 160); ok {
 			out = append(out, sent{ev, ts, m})
 		}
 		now = now.Add(20 * time.Millisecond)

@@ -14,6 +14,7 @@ import (
 var (
 	ErrBadOffer        = errors.New("gateway: unusable SDP offer from Meta")
 	ErrNoRoute         = errors.New("gateway: no route for this business number")
+	ErrClosed          = errors.New("gateway: outside business hours (route closed)")
 	ErrTargetFailed    = errors.New("gateway: target refused the call")
 	ErrRingTimeout     = errors.New("gateway: target did not answer in time")
 	ErrNoProvisional   = errors.New("gateway: target sent no provisional response in time (dead target)")
@@ -72,6 +73,16 @@ func classify(err error) endReason {
 		return endReason{"media_failed", q(41, "WhatsApp media failed")}
 	case errors.Is(err, ErrShutdown):
 		return endReason{"shutdown", q(41, "Gateway shutting down")}
+	case errors.Is(err, ErrHookReject):
+		return endReason{"rejected_by_hook", q(21, "Call rejected")}
+	case errors.Is(err, ErrPBXMediaTimeout):
+		return endReason{"pbx_media_timeout", q(41, "No RTP from the PBX")}
+	case errors.Is(err, ErrQueueTimeout):
+		return endReason{"queue_timeout", q(19, "No answer from user (queue time)")}
+	case errors.Is(err, ErrTransferGone):
+		return endReason{"transfer_failed", q(31, "Normal, unspecified (transfer failed)")}
+	case errors.Is(err, ErrClosed):
+		return endReason{"closed", q(21, "Call rejected (closed)")}
 	case errors.Is(err, ErrNoRoute):
 		return endReason{"no_route", q(3, "No route")}
 	case errors.Is(err, ErrBadOffer):

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/gateway/route"
 	"github.com/ponte-gw/ponte/sip"
 	"github.com/ponte-gw/ponte/webrtc"
 	"github.com/ponte-gw/ponte/whatsapp"
@@ -41,6 +42,20 @@ type Deps struct {
 	Observer Observer
 	// CPU is the host's CPU load (0..1) for admission.max_cpu; nil: no CPU limit.
 	CPU interface{ Load() float64 }
+	// Clock drives business hours and the sticky-agent window (nil: wall clock).
+	Clock route.Clock
+	// Agents remembers who answered each caller (nil: in memory, backed by
+	// Store when there is one).
+	Agents AgentStore
+	// Store keeps the call records (nil: in memory only, see Records).
+	Store CallStore
+}
+
+// AgentStore remembers the agent who answered a caller, for the sticky-agent
+// rule; the call records store implements it durably.
+type AgentStore interface {
+	route.AgentMemory
+	Remember(key, agent string, at time.Time)
 }
 
 // Admission refusals (issue 6 items 4-5): why a new call is not taken.
@@ -68,6 +83,12 @@ type Gateway struct {
 	records  []Record
 	draining atomic.Bool // set under mu, so no call is added to wg once Close waits on it
 
+	routers     map[string]*route.Router // by route name
+	clips       clipCache                // queue music and announcements, loaded once
+	agents      AgentStore
+	store       CallStore
+	storeErrors atomic.Int64
+
 	trunkDown  map[string]*atomic.Bool // by trunk name; only trunks with OPTIONS pings
 	monCancel  context.CancelFunc      // stops the trunk monitors
 	monitorsWG sync.WaitGroup
@@ -92,6 +113,23 @@ func New(d Deps) *Gateway {
 		ctx: ctx, cancel: cancel, calls: map[string]*call{}, trunkDown: map[string]*atomic.Bool{},
 	}
 	g.graph = observedGraph{GraphAPI: d.Graph, g: g}
+	var opts []route.Option
+	if d.Clock != nil {
+		opts = append(opts, route.WithClock(d.Clock))
+	}
+	routers, err := route.NewAll(d.Config, opts...)
+	if err != nil {
+		// Config validation compiles the same rules, so this is a config
+		// built in code without Finalize: its calls fail with ErrNoRoute.
+		log.Error("routes do not compile; calls to them are refused", "err", err)
+	}
+	g.routers = routers
+	g.store = d.Store
+	g.agents = d.Agents
+	if g.agents == nil {
+		w := stickyWindow(d.Config)
+		g.agents = &agentStore{mem: route.NewMemory(w, 100000), st: d.Store, window: w}
+	}
 	monCtx, monCancel := context.WithCancel(context.Background())
 	g.monCancel = monCancel
 	for i := range d.Config.SIP.Trunks {
@@ -104,6 +142,18 @@ func New(d Deps) *Gateway {
 		}
 	}
 	return g
+}
+
+// stickyWindow is the longest sticky-agent window of any route: how long the
+// in-memory agent store keeps an answer.
+func stickyWindow(c *config.Config) time.Duration {
+	w := time.Duration(0)
+	for _, r := range c.Routes {
+		if r != nil && r.StickyAgent != nil {
+			w = max(w, r.StickyAgent.Window.D())
+		}
+	}
+	return max(w, time.Hour)
 }
 
 // monitorTrunk pings a trunk with OPTIONS until the gateway closes. Two
@@ -214,13 +264,18 @@ func (g *Gateway) startInbound(ctx context.Context, ev whatsapp.CallEvent) {
 		g.callEnded(c)
 		g.mu.Lock()
 		delete(g.calls, ev.CallID)
+		c.recMu.Lock()
 		g.records = append(g.records, c.rec)
+		c.recMu.Unlock()
 		if len(g.records) > maxRecords {
 			g.records = g.records[len(g.records)-maxRecords:]
 		}
 		g.mu.Unlock()
 	}()
 }
+
+// StoreErrors counts record writes that failed.
+func (g *Gateway) StoreErrors() int64 { return g.storeErrors.Load() }
 
 // Active returns the number of calls in progress.
 func (g *Gateway) Active() int {
@@ -359,13 +414,31 @@ func newID() string {
 
 // Record is what ponte keeps of one call.
 type Record struct {
+	Protocol                                     string // the number people read out on the phone, given by the store
 	ID, WACID, From, FromName, To, PhoneNumberID string
 	Route, Target, SIPCallID, Codec              string
+	DTMFMode                                     string // rfc4733 | info | inband on the PBX leg
 	Offered, PreAccepted, PBXAnswered, Accepted  time.Time
 	Ended                                        time.Time
 	Outcome, EndedBy, MetaStatus                 string
 	MetaErrors                                   []int
 	ToPBX, ToMeta                                DirStats
+	Attempts                                     []AttemptRecord
+	Transfers                                    []TransferRecord
+	// Mode is the hunting mode; Hours why the route was open or closed;
+	// Hook what the routing hook decided (or why the static route was used).
+	Mode, Hours, Hook string
+	Queue             string // queue mode: how long the caller waited, over how many rounds
+	// AnsweredBy is the agent who answered and AgentSource where that came
+	// from (X-Agent header, P-Asserted-Identity, Contact).
+	AnsweredBy, AgentSource string
+}
+
+// AttemptRecord is one target tried during the hunt.
+type AttemptRecord struct {
+	Kind, Agent, Target, Trunk, SIPCallID string
+	Started, Ended                        time.Time
+	Result                                string // "answered", a SIP code ("486"), or an event ("ring_timeout")
 }
 
 func (r Record) String() string {

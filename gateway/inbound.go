@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/gateway/route"
 	"github.com/ponte-gw/ponte/sip"
+	"github.com/ponte-gw/ponte/store"
 	"github.com/ponte-gw/ponte/webrtc"
 	"github.com/ponte-gw/ponte/whatsapp"
 )
@@ -38,9 +40,18 @@ type call struct {
 	termCodes  []int
 
 	answer   string // our SDP answer: pre_accept and accept carry it byte for byte
-	accepted bool   // accept returned 200: from now on Meta is told "terminate", not "reject"
-	bridge   *Bridge
-	rec      Record
+	mediaFor string // SIP Call-ID of the dialog the bridge's PBX side is set for
+
+	hookHeaders []sip.Header      // added to every INVITE by the routing hook
+	router      *route.Router     // the call's route (nil before plan)
+	recMu       sync.Mutex        // rec.Transfers: a refused REFER is recorded on a SIP goroutine
+	extraSess   []*sip.RTPSession // RTP sessions of transfer targets, closed with the call
+	defaultDept *attempt          // the route's default department, for a failed transfer
+	queueUntil  time.Time         // queue mode: the hunt's deadline (zero otherwise)
+	held        atomic.Bool       // the PBX holds the call (its RTP may stop)
+	accepted    bool              // accept returned 200: from now on Meta is told "terminate", not "reject"
+	bridge      *Bridge
+	rec         Record
 }
 
 func newCall(g *Gateway, ev whatsapp.CallEvent) *call {
@@ -96,8 +107,10 @@ func (c *call) cfg() *config.Config { return c.g.cfg }
 // run drives the call from offer to hang-up and fills the record.
 func (c *call) run() {
 	defer c.cancel(nil)
+	c.persist(store.EventOffered)
 	err := c.connect()
 	c.finish(err)
+	c.persist(store.EventEnded)
 }
 
 // terminateGrace is how long a closed WhatsApp leg waits for Meta's
@@ -115,14 +128,14 @@ func (c *call) connect() error {
 	// Meta's accept window runs from the connect webhook (reference §3.2).
 	acceptBy := c.rec.Offered.Add(cfg.WhatsApp.AcceptDeadline.D())
 
-	route, target, trunk, err := c.pickTarget()
+	router, rp, plan, err := c.plan()
+	c.router = router
+	if router != nil {
+		c.rec.Route, c.rec.Mode, c.rec.Hours = router.Name(), rp.Mode, rp.Why
+		c.log = c.log.With("route", router.Name())
+	}
 	if err != nil {
 		return err
-	}
-	c.rec.Route, c.rec.Target = route, target.URI
-	c.log = c.log.With("route", route, "target", target.URI)
-	if !c.g.TrunkUp(trunk.Name) {
-		return fmt.Errorf("%w: %s", ErrTrunkDown, trunk.Name)
 	}
 
 	leg, err := c.g.rtc.NewLeg(c.ev.CallID)
@@ -135,6 +148,8 @@ func (c *call) connect() error {
 		return fmt.Errorf("%w: %v", ErrBadOffer, err)
 	}
 
+	hook := c.startHook(router, rp)
+
 	// pre_accept first, so ICE and DTLS converge while the PBX rings
 	// (reference §5.6: "pre_accept before sending the SIP INVITE").
 	if err := c.g.graph.PreAccept(c.ctx, c.ev.PhoneNumberID, c.ev.CallID, c.answer); err != nil {
@@ -145,6 +160,16 @@ func (c *call) connect() error {
 	}
 	c.rec.PreAccepted = time.Now()
 	c.log.Info("pre_accept sent", "setup_ms", c.rec.PreAccepted.Sub(c.rec.Offered).Milliseconds())
+	c.persist()
+	if hook != nil {
+		o, err := c.waitHook(hook)
+		if err != nil {
+			return err
+		}
+		if plan, err = c.applyHook(o, plan); err != nil {
+			return err
+		}
+	}
 
 	rtpSess, err := c.g.ua.NewRTPSession()
 	if err != nil {
@@ -163,6 +188,9 @@ func (c *call) connect() error {
 		c.bridge.Stop()
 		leg.Close()
 		rtpSess.Close()
+		for _, s := range c.extraSess {
+			s.Close()
+		}
 		c.bridge.Wait()
 		c.rec.ToPBX, c.rec.ToMeta = c.bridge.Stats()
 	}()
@@ -194,20 +222,148 @@ func (c *call) connect() error {
 		}
 	}()
 
-	// The dial gives up at the ring timeout or at Meta's accept deadline,
-	// whichever comes first, and whenever the call ends.
+	if rp.Mode == config.ModeAnswerThenHunt {
+		return c.queueHunt(router, rp.Queue, plan, leg, rtpSess, acceptBy)
+	}
+
+	// Hunt: each attempt rings until its ring timeout; a failure the
+	// route's policy lists moves on to the next, the default department last.
+	// The WhatsApp leg, its bridge and the RTP socket stay: the caller keeps
+	// hearing WhatsApp's ringing (or, once accepted on early media, ponte's
+	// stream continues with one SSRC).
+	var lastErr error
+	for i, at := range plan {
+		answered, err := c.try(router, i, at, leg, rtpSess, acceptBy)
+		if answered {
+			return err
+		}
+		lastErr = err
+		if cause := context.Cause(c.ctx); cause != nil {
+			return cause
+		}
+		if i == len(plan)-1 || !movesOn(router, err) || !time.Now().Before(acceptBy) && !c.accepted {
+			break
+		}
+	}
+	c.rec.Target = plan[len(plan)-1].target.URI
+	return lastErr
+}
+
+// try rings one attempt of the hunt. When it answers, the call goes on
+// there to its end (answered is true and err is how the call ended);
+// otherwise err says why the attempt failed.
+func (c *call) try(router *route.Router, i int, at attempt, leg interface {
+	WaitConnected(context.Context) error
+	EnableSend()
+}, rtpSess *sip.RTPSession, deadline time.Time) (answered bool, err error) {
+	ar := AttemptRecord{Kind: at.kind, Agent: at.agent, Target: at.target.URI, Trunk: at.trunk.Name, Started: time.Now()}
+	dlg, md, err := c.dialTarget(at, &ar, leg, rtpSess, deadline)
+	ar.Ended, ar.Result = time.Now(), attemptResult(err)
+	c.rec.Attempts = append(c.rec.Attempts, ar)
+	if err == nil {
+		c.rec.Target = at.target.URI
+		c.rec.PBXAnswered = time.Now()
+		c.log = c.log.With("target", at.target.URI, "sip_call_id", dlg.CallID())
+		c.log.Info("target answered", "attempt", i+1, "acked_at", dlg.AckedAt().Format(time.RFC3339Nano))
+		c.noteAgent(router, at, dlg)
+		// From here the PBX is in the call: every failure path BYEs it.
+		return true, c.afterAnswer(leg, rtpSess, dlg, md, at.trunk, deadline)
+	}
+	c.persist()
+	c.log.Info("attempt failed", "attempt", i+1, "target", at.target.URI, "result", ar.Result, "err", err)
+	return false, err
+}
+
+// queueHunt is the hunt of queue mode (answer_then_hunt): the caller is
+// accepted at once and hears the queue's music or ringback while the
+// targets ring in turn, round after round, up to the queue time; then the
+// default department; then the closing announcement and the end.
+func (c *call) queueHunt(router *route.Router, q *config.Queue, plan []attempt, leg interface {
+	WaitConnected(context.Context) error
+	EnableSend()
+}, rtpSess *sip.RTPSession, acceptBy time.Time) error {
+	if err := c.bridge.PlayToMeta(c.queueAudio(q)); err != nil {
+		return fmt.Errorf("%w: queue audio: %v", ErrSIP, err)
+	}
+	if err := c.acceptMeta(leg, acceptBy); err != nil {
+		return err
+	}
+	c.persist()
+	targets, dflt, deadline := c.queuePlan(plan, q)
+	c.queueUntil = deadline
+	start, rounds, n := time.Now(), 0, 0
+	stop := false
+hunt:
+	for len(targets) > 0 && time.Now().Before(deadline) {
+		rounds++
+		for _, at := range targets {
+			if !time.Now().Before(deadline) {
+				break hunt
+			}
+			answered, err := c.try(router, n, at, leg, rtpSess, deadline)
+			n++
+			c.rec.Queue = queueDescribe(time.Since(start), rounds)
+			if answered {
+				return err
+			}
+			if cause := context.Cause(c.ctx); cause != nil {
+				return cause
+			}
+			if !movesOn(router, err) && !errors.Is(err, ErrQueueTimeout) {
+				stop = true // e.g. 603: the business declined; no default department
+				break hunt
+			}
+		}
+		// Targets that fail at once (busy, down) are not hammered: a pause
+		// between rounds.
+		select {
+		case <-c.ctx.Done():
+			return context.Cause(c.ctx)
+		case <-time.After(min(2*time.Second, time.Until(deadline))):
+		}
+	}
+	c.queueUntil = time.Time{}
+	if dflt != nil && !stop {
+		answered, err := c.try(router, n, *dflt, leg, rtpSess, time.Time{})
+		if answered {
+			return err
+		}
+		if cause := context.Cause(c.ctx); cause != nil {
+			return cause
+		}
+	}
+	c.closing(q)
+	return ErrQueueTimeout
+}
+
+// dialTarget rings one target until it answers (the 200 is ACKed by package
+// sip), fails, or runs out of time: its ring timeout, its no-provisional
+// timeout, or Meta's accept deadline, whichever comes first.
+func (c *call) dialTarget(at attempt, ar *AttemptRecord, leg interface {
+	WaitConnected(context.Context) error
+	EnableSend()
+}, rtpSess *sip.RTPSession, acceptBy time.Time) (*sip.Dialog, *sip.MediaDesc, error) {
+	target, trunk := at.target, at.trunk
+	if !c.g.TrunkUp(trunk.Name) {
+		return nil, nil, fmt.Errorf("%w: %s", ErrTrunkDown, trunk.Name)
+	}
 	dialCtx, dialCancel := context.WithCancelCause(c.ctx)
 	defer dialCancel(nil)
 	ringBy := time.Now().Add(target.RingTimeout.D())
 	limit, limitErr := ringBy, ErrRingTimeout
-	if acceptBy.Before(ringBy) {
+	if !acceptBy.IsZero() && acceptBy.Before(ringBy) { // zero: accepted already, no Meta deadline
 		limit, limitErr = acceptBy, ErrAcceptDeadline
+		if !c.queueUntil.IsZero() {
+			limitErr = ErrQueueTimeout // queue mode: the deadline is the queue time
+		}
 	}
 	stop := time.AfterFunc(time.Until(limit), func() { dialCancel(c.withReason(limitErr)) })
 	defer stop.Stop()
 
 	early := make(chan *sip.MediaDesc, 1)
-	earlyAnswer := trunk.EarlyMedia == "answer"
+	// A transfer target's early media must not replace the transferor's
+	// audio: the caller is connected already.
+	earlyAnswer := trunk.EarlyMedia == "answer" && at.kind != "transfer"
 	// A target that sends no 100/18x in time is dead (RFC 3261 §17.1.1.2
 	// would wait 32 s for Timer B): give up on it at once.
 	var provisional atomic.Bool
@@ -236,10 +392,10 @@ func (c *call) connect() error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrSIP, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrSIP, err)
 	}
+	ar.SIPCallID = dlg.CallID()
 	c.rec.SIPCallID = dlg.CallID()
-	c.log = c.log.With("sip_call_id", dlg.CallID())
 
 	answered := make(chan dialResult, 1)
 	go func() {
@@ -261,6 +417,7 @@ wait:
 				dialCancel(c.withReason(err))
 				continue
 			}
+			c.mediaFor = dlg.CallID()
 			if err := c.acceptMeta(leg, acceptBy); err != nil {
 				dialCancel(c.withReason(err))
 				continue
@@ -274,20 +431,15 @@ wait:
 		var se *sip.StatusError
 		switch {
 		case errors.As(res.err, &se):
-			return res.err
+			return nil, nil, res.err
 		case cause != nil && !errors.Is(cause, context.Canceled):
-			return cause
+			return nil, nil, cause
 		default:
-			return fmt.Errorf("%w: %v", ErrSIP, res.err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrSIP, res.err)
 		}
 	}
 	stop.Stop()
-	c.rec.PBXAnswered = time.Now()
-	c.log.Info("target answered", "acked_at", dlg.AckedAt().Format(time.RFC3339Nano))
-
-	// From here the PBX is in the call: every failure path BYEs it.
-	err = c.afterAnswer(leg, rtpSess, dlg, res.md, trunk, acceptBy)
-	return err
+	return dlg, res.md, nil
 }
 
 // afterAnswer takes the call from the PBX's 200 to its end.
@@ -311,24 +463,76 @@ func (c *call) afterAnswer(leg interface {
 			c.log.Warn("BYE to the PBX failed", "err", berr)
 		}
 	}()
-	if !c.accepted {
+	// Early media of this very dialog already pointed the bridge at it; a
+	// target reached after another's early media still needs its own.
+	if c.mediaFor != dlg.CallID() {
 		if err := c.startPBXMedia(rtpSess, md, trunk); err != nil {
 			return err
 		}
-		if err := c.acceptMeta(leg, acceptBy); err != nil {
-			return err
-		}
+		c.mediaFor = dlg.CallID()
 	}
+	if err := c.acceptMeta(leg, acceptBy); err != nil {
+		return err
+	}
+	c.persist(store.EventAnswered)
 	c.log.Info("call connected", "codec", c.rec.Codec,
 		"pbx200_to_accept_ms", c.rec.Accepted.Sub(c.rec.PBXAnswered).Milliseconds())
-	select {
-	case <-c.ctx.Done():
-		return context.Cause(c.ctx)
-	case <-dlg.Done():
-		if dlg.RemoteBye() {
-			return ErrPBXHangup
+
+	watchCtx, stopWatch := context.WithCancel(c.ctx)
+	defer stopWatch()
+	c.watchPBXMedia(watchCtx, c.cfg().Media.RTPTimeout.D())
+
+	cur := &pbxLeg{dlg: dlg, sess: rtpSess, trunk: trunk}
+	refers := make(chan sip.Refer, 1)
+	var busy atomic.Bool
+	c.watchRefer(cur, refers, &busy)
+	// transferred handles one REFER; false: the call is over.
+	transferred := func(r sip.Refer) (bool, error) {
+		next := c.transfer(cur, r)
+		busy.Store(false)
+		if next == nil && (cur.dlg.RemoteBye() || cur.trunk.Transfer.OnFailure == config.TransferToDefault) {
+			// The transferor is gone (or the trunk says so): the route's
+			// default department takes the caller.
+			next = c.transferToDefault(cur)
 		}
-		return fmt.Errorf("%w: dialog ended", ErrSIP)
+		if next == nil {
+			if cur.dlg.RemoteBye() {
+				return false, ErrTransferGone
+			}
+			return true, nil // the caller stays with the transferor
+		}
+		old := cur
+		cur, dlg = next, next.dlg
+		c.extraSess = append(c.extraSess, cur.sess)
+		c.watchRefer(cur, refers, &busy)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = old.dlg.Bye(ctx, sip.Reason{Protocol: "SIP", Cause: 200, Text: "Call transferred"})
+		cancel()
+		old.sess.Close()
+		return true, nil
+	}
+	for {
+		select {
+		case <-c.ctx.Done():
+			return context.Cause(c.ctx)
+		case r := <-refers:
+			if ok, err := transferred(r); !ok {
+				return err
+			}
+		case <-cur.dlg.Done():
+			if busy.Load() {
+				// A transferor that hangs up right after its REFER: the
+				// transfer decides what happens to the caller.
+				if ok, err := transferred(<-refers); !ok {
+					return err
+				}
+				continue
+			}
+			if cur.dlg.RemoteBye() {
+				return ErrPBXHangup
+			}
+			return fmt.Errorf("%w: dialog ended", ErrSIP)
+		}
 	}
 }
 
@@ -338,8 +542,9 @@ func (c *call) startPBXMedia(rtpSess *sip.RTPSession, md *sip.MediaDesc, trunk *
 	if !ok {
 		return fmt.Errorf("%w: the PBX answered no codec of %v", ErrSIP, trunk.Codecs)
 	}
+	pm.DTMFMode = dtmfMode(trunk.DTMF, pm.DTMFPT)
 	rtpSess.SetRemote(md.Addr)
-	c.rec.Codec = pm.Codec
+	c.rec.Codec, c.rec.DTMFMode = pm.Codec, pm.DTMFMode
 	return c.bridge.SetPBX(pm)
 }
 
@@ -426,15 +631,119 @@ func errString(err error) string {
 	return err.Error()
 }
 
-func (c *call) pickTarget() (string, config.Target, *config.Trunk, error) {
+// attempt is one step of the hunt.
+type attempt struct {
+	kind   string // route.Kind: sticky_agent | target | default_department | closed
+	agent  string // sticky_agent: who
+	target config.Target
+	trunk  *config.Trunk
+}
+
+// plan asks the route what to do with this call: the attempts in order, or
+// a rejection when the route is closed and says so.
+func (c *call) plan() (*route.Router, route.Plan, []attempt, error) {
 	cfg := c.cfg()
 	n := cfg.Number(c.ev.PhoneNumberID)
 	if n == nil || n.InboundRoute == "" {
-		return "", config.Target{}, nil, fmt.Errorf("%w: phone_number_id %s", ErrNoRoute, c.ev.PhoneNumberID)
+		return nil, route.Plan{}, nil, fmt.Errorf("%w: phone_number_id %s", ErrNoRoute, c.ev.PhoneNumberID)
 	}
-	r := cfg.Routes[n.InboundRoute]
-	t := r.Targets[0]
-	return n.InboundRoute, t, cfg.Trunk(t.Trunk), nil
+	r := c.g.routers[n.InboundRoute]
+	if r == nil {
+		return nil, route.Plan{}, nil, fmt.Errorf("%w: route %s", ErrNoRoute, n.InboundRoute)
+	}
+	p := r.PlanNow(c.callerKey(), c.g.agents)
+	if p.Reject {
+		return r, p, nil, fmt.Errorf("%w: %s", ErrClosed, p.Why)
+	}
+	var plan []attempt
+	for _, a := range p.Attempts {
+		trunk := cfg.Trunk(a.Trunk)
+		if trunk == nil {
+			continue // validation names unknown trunks; a sticky template's trunk is checked too
+		}
+		plan = append(plan, attempt{kind: string(a.Kind), agent: a.Agent, trunk: trunk, target: config.Target{
+			URI: a.URI, Trunk: a.Trunk,
+			RingTimeout: config.Duration(a.RingTimeout), NoProvisionalTimeout: config.Duration(a.NoProvisionalTimeout),
+		}})
+	}
+	if len(plan) == 0 {
+		return r, p, nil, fmt.Errorf("%w: route %s has no usable target", ErrNoRoute, n.InboundRoute)
+	}
+	if last := plan[len(plan)-1]; last.kind == string(route.KindDefault) {
+		c.defaultDept = &last
+	}
+	return r, p, plan, nil
+}
+
+// noteAgent records who answered (the configured header, else
+// P-Asserted-Identity, else the Contact user) and remembers it for the
+// sticky-agent rule. The identity is only ever dialled again through the
+// route's URI template, never by replaying the Contact.
+func (c *call) noteAgent(r *route.Router, at attempt, dlg *sip.Dialog) {
+	agent, src, ok := r.Agent(dlg.AnswerHeader)
+	if !ok && at.agent != "" {
+		agent, src, ok = at.agent, "sticky attempt", true
+	}
+	if !ok {
+		return
+	}
+	c.rec.AnsweredBy, c.rec.AgentSource = agent, src
+	if key := c.callerKey(); key != "" {
+		c.g.agents.Remember(key, agent, time.Now())
+	}
+}
+
+// callerKey identifies the WhatsApp user across calls: the wa_id, or the
+// BSUID for username-only users, whose number Meta does not send.
+func (c *call) callerKey() string {
+	if c.ev.From != "" {
+		return strings.TrimPrefix(c.ev.From, "+")
+	}
+	return c.ev.FromUserID
+}
+
+// movesOn applies the route's policy (default: 408, 480, 486, 5xx, ring
+// timeout and no-provisional timeout move on; 603 stops) to a failed
+// attempt. A down trunk always moves on (no INVITE was sent), and so do
+// 420/421: the target demands an extension ponte does not offer (100rel),
+// and another target may not (issue 3).
+func movesOn(r *route.Router, err error) bool {
+	var se *sip.StatusError
+	switch {
+	case errors.As(err, &se):
+		return se.Code == 420 || se.Code == 421 || r.MovesOn(se.Code)
+	case errors.Is(err, ErrTrunkDown):
+		return true
+	case errors.Is(err, ErrRingTimeout):
+		return r.MovesOnEvent(config.EventRingTimeout)
+	case errors.Is(err, ErrNoProvisional):
+		return r.MovesOnEvent(config.EventNoProvisionalTimeout)
+	}
+	return false
+}
+
+// attemptResult names an attempt's outcome for the record: the SIP code, or
+// the event that ended it.
+func attemptResult(err error) string {
+	var se *sip.StatusError
+	switch {
+	case err == nil:
+		return "answered"
+	case errors.As(err, &se):
+		return fmt.Sprintf("%d", se.Code)
+	case errors.Is(err, ErrRingTimeout):
+		return "ring_timeout"
+	case errors.Is(err, ErrNoProvisional):
+		return "no_provisional_timeout"
+	case errors.Is(err, ErrTrunkDown):
+		return "trunk_down"
+	case errors.Is(err, ErrAcceptDeadline):
+		return "accept_deadline"
+	case errors.Is(err, ErrCallerHangup):
+		return "caller_hangup"
+	default:
+		return "error"
+	}
 }
 
 func (c *call) sipTrunk(t *config.Trunk) *sip.Trunk {
@@ -497,7 +806,7 @@ func (c *call) inviteHeaders() []sip.Header {
 	if c.ev.DeeplinkPayload != "" {
 		h = append(h, sip.Header{Name: "X-WA-Deeplink-Payload", Value: c.ev.DeeplinkPayload})
 	}
-	return h
+	return append(h, c.hookHeaders...)
 }
 
 // chooseCodec takes the first codec of the PBX's answer that the trunk

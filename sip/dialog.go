@@ -61,6 +61,9 @@ type Dialog struct {
 	routes          []string
 	early           *MediaDesc
 	answer          *MediaDesc
+	answerRes       *sip.Response // the 2xx that established the dialog
+	onRefer         ReferHandler  // refer.go
+	referNoSub      bool          // the accepted REFER asked for no NOTIFY (RFC 4488)
 	ackedAt         time.Time
 	gotProvisional  bool
 	cancelRequested bool
@@ -479,6 +482,7 @@ func isSDP(m *sip.Response) bool {
 // answered handles the 2xx: ACK first, then everything else.
 func (d *Dialog) answered(tx sip.ClientTransaction, res *sip.Response) {
 	d.mu.Lock()
+	d.answerRes = res
 	d.setPeerLocked(res)
 	ack := d.ackFor2xxLocked()
 	d.mu.Unlock()

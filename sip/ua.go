@@ -28,7 +28,7 @@ var (
 )
 
 // allowMethods is what we accept (RFC 3261 §20.5 Allow).
-const allowMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+const allowMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER"
 
 // Config configures a UA.
 type Config struct {
@@ -174,6 +174,7 @@ func NewUA(cfg Config) (*UA, error) {
 	u.srv.OnBye(u.handleBye)
 	u.srv.OnInfo(u.handleInfo)
 	u.srv.OnUpdate(u.handleUpdate)
+	u.srv.OnRefer(u.handleRefer)
 	u.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
 		// A CANCEL that matched no INVITE transaction (RFC 3261 §9.2).
 		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
@@ -495,6 +496,10 @@ func (u *UA) inDialogHandler(f func(*Dialog, *sip.Request, sip.ServerTransaction
 
 func (u *UA) handleInfo(req *sip.Request, tx sip.ServerTransaction) {
 	u.inDialogHandler((*Dialog).handleInfo)(req, tx)
+}
+
+func (u *UA) handleRefer(req *sip.Request, tx sip.ServerTransaction) {
+	u.inDialogHandler((*Dialog).handleRefer)(req, tx)
 }
 
 func (u *UA) handleUpdate(req *sip.Request, tx sip.ServerTransaction) {

@@ -99,7 +99,7 @@ func TestOutOfDialogRequests(t *testing.T) {
 		code          int
 		headers       map[string]string
 	}{
-		{"OPTIONS", "", 200, map[string]string{"Allow": "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE", "Accept": "application/sdp"}},
+		{"OPTIONS", "", 200, map[string]string{"Allow": "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER", "Accept": "application/sdp"}},
 		{"BYE", ";tag=nosuch", 481, nil},
 		{"INFO", ";tag=nosuch", 481, nil},
 		{"INVITE", "", 501, nil},

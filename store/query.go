@@ -114,23 +114,25 @@ func DecodeCursor(cur string) (int64, string, error) {
 	return off, id, nil
 }
 
-// LastAgent finds the agent for a sticky-agent attempt.
-func (s *SQLite) LastAgent(ctx context.Context, callerKey string, since time.Time) (string, error) {
+// LastAgent finds the agent for a sticky-agent attempt, and when that agent
+// answered.
+func (s *SQLite) LastAgent(ctx context.Context, callerKey string, since time.Time) (string, time.Time, error) {
 	if strings.TrimSpace(callerKey) == "" {
-		return "", nil
+		return "", time.Time{}, nil
 	}
 	cond, args := callerCond(callerKey)
 	var agent string
-	err := s.r.QueryRowContext(ctx, `SELECT answered_by FROM calls WHERE `+cond+
+	var at int64
+	err := s.r.QueryRowContext(ctx, `SELECT answered_by, answered FROM calls WHERE `+cond+
 		` AND answered_by <> '' AND answered >= ? ORDER BY answered DESC LIMIT 1`,
-		append(args, since.UnixNano())...).Scan(&agent)
+		append(args, since.UnixNano())...).Scan(&agent, &at)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+		return "", time.Time{}, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("store: last agent: %w", err)
+		return "", time.Time{}, fmt.Errorf("store: last agent: %w", err)
 	}
-	return agent, nil
+	return agent, time.Unix(0, at), nil
 }
 
 // CloseInterrupted ends the calls a stop left open, each with a call.ended

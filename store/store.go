@@ -60,8 +60,8 @@ type Records interface {
 	CloseInterrupted(ctx context.Context, now time.Time) (int, error)
 	// LastAgent returns the agent who last answered (or placed) a call with
 	// the WhatsApp user keyed by callerKey (wa_id digits or BSUID) at or after
-	// since, or "" if none did.
-	LastAgent(ctx context.Context, callerKey string, since time.Time) (string, error)
+	// since, or "" if none did, and when that call was answered.
+	LastAgent(ctx context.Context, callerKey string, since time.Time) (agent string, answered time.Time, err error)
 }
 
 // Outbox is the durable queue of call events for the business's webhook.

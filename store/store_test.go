@@ -371,7 +371,7 @@ func TestLastAgent(t *testing.T) {
 		{"", t0, ""},              // never matches the BSUID-only rows' empty number
 	}
 	for _, tc := range cases {
-		got, err := s.LastAgent(ctx, tc.key, tc.since)
+		got, _, err := s.LastAgent(ctx, tc.key, tc.since)
 		if err != nil || got != tc.want {
 			t.Errorf("LastAgent(%q, %v) = %q, %v; want %q", tc.key, tc.since, got, err, tc.want)
 		}

@@ -50,7 +50,11 @@ func TestPBXComfortNoise(t *testing.T) {
 	if tm.ComfortNoise < 5 {
 		t.Errorf("%d CN packets played, want about 10", tm.ComfortNoise)
 	}
-	if tm.Concealed >= 3 { // an underrun after the last tone would conceal 3 frames
+	// An underrun after the last tone would conceal 3 frames; so does one
+	// that a CPU stall causes, which is the only excuse.
+	if stalled := w.worst(ans, time.Now()); tm.Concealed >= 3 && stalled < stallLimit {
 		t.Errorf("%d frames concealed toward Meta: the comfort-noise stretch was treated as loss", tm.Concealed)
+	} else if tm.Concealed >= 3 {
+		t.Logf("%d frames concealed toward Meta, excused by a measured %v CPU stall", tm.Concealed, stalled)
 	}
 }

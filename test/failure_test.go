@@ -231,6 +231,7 @@ func TestInboundEarlyMedia(t *testing.T) {
 func TestInboundFirstWordsReachCaller(t *testing.T) {
 	for _, codec := range []string{"PCMU", "opus"} {
 		t.Run(codec, func(t *testing.T) {
+			w := startStallWatch(t)
 			env := startEnv(t, scenario.Options{Codecs: []string{codec}, PBX: pbx.Config{GreetingHz: 1500, GreetingDur: 400 * time.Millisecond}})
 			greeting := audio.NewAnalyzer(8000, 1500, -12)
 			caller, pc := connected(t, env, wasim.CallOptions{ExpectHz: 1000, OnAudio: greeting.Add})
@@ -240,7 +241,13 @@ func TestInboundFirstWordsReachCaller(t *testing.T) {
 			// 400 ms of greeting is 19-20 of the PBX's ticks; one window at the
 			// end mixes greeting and tone.
 			if r.ToneWindows < 18 {
-				t.Errorf("caller heard %d of the 20 greeting frames (accept came %v after the PBX's 200)", r.ToneWindows, wait)
+				// The same rule as every real-time check here: a shortfall is
+				// excused only by a measured CPU stall while the greeting played.
+				if st := w.worst(pc.AnsweredAt(), caller.AcceptRespondedAt().Add(time.Second)); st >= stallLimit {
+					t.Logf("caller heard %d of the 20 greeting frames, excused by a measured %v CPU stall", r.ToneWindows, st)
+				} else {
+					t.Errorf("caller heard %d of the 20 greeting frames (accept came %v after the PBX's 200, worst stall %v)", r.ToneWindows, wait, st)
+				}
 			}
 			t.Logf("accept answered %v after the PBX's 200; greeting frames heard: %d", wait, r.ToneWindows)
 			hangupAndWait(t, env, caller, pc)
@@ -357,6 +364,37 @@ func TestInboundTrunkDownSkipped(t *testing.T) {
 		t.Errorf("the trunk saw %d OPTIONS", len(methods))
 	}
 	if recs := env.Server.Gateway.Records(); len(recs) != 1 || recs[0].Outcome != "trunk_down" {
+		t.Errorf("record %+v", recs)
+	}
+}
+
+// TestInboundPBXMediaTimeout: a PBX that stops sending RTP without a BYE
+// (crashed, unplugged) is given media.rtp_timeout; then ponte ends the call:
+// BYE to the PBX with a Q.850 reason, terminate toward Meta.
+func TestInboundPBXMediaTimeout(t *testing.T) {
+	env := startEnv(t, scenario.Options{
+		PBX:       pbx.Config{SilentAfter: 2 * time.Second},
+		Configure: func(c *config.Config) { c.Media.RTPTimeout = config.Duration(3 * time.Second) },
+	})
+	caller, pc := connected(t, env, wasim.CallOptions{})
+	start := time.Now()
+	if r := callerEnded(t, caller, 15*time.Second); r == "" {
+		t.Fatal("the call did not end")
+	}
+	if el := time.Since(start); el < 3*time.Second || el > 9*time.Second {
+		t.Errorf("ended %v after answer, want about 2 s of audio + the 3 s timeout", el)
+	}
+	if by := pbxEnded(t, pc, 5*time.Second); by != "bye" {
+		t.Errorf("PBX leg ended by %q, want a BYE from ponte", by)
+	}
+	if !strings.Contains(pc.ByeReason(), "cause=41") {
+		t.Errorf("BYE Reason %q, want Q.850 cause 41", pc.ByeReason())
+	}
+	if a := waitActions(env, caller.ID(), "pre_accept,accept,terminate"); a != "pre_accept,accept,terminate" {
+		t.Errorf("Graph requests %q", a)
+	}
+	_ = env.WaitIdle(ctxT(t, 5*time.Second))
+	if recs := env.Server.Gateway.Records(); len(recs) != 1 || recs[0].Outcome != "pbx_media_timeout" {
 		t.Errorf("record %+v", recs)
 	}
 }

@@ -18,10 +18,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ponte-gw/ponte/api"
 	"github.com/ponte-gw/ponte/config"
 	"github.com/ponte-gw/ponte/gateway"
 	"github.com/ponte-gw/ponte/metrics"
 	"github.com/ponte-gw/ponte/sip"
+	"github.com/ponte-gw/ponte/store"
 	"github.com/ponte-gw/ponte/webrtc"
 	"github.com/ponte-gw/ponte/whatsapp"
 )
@@ -42,6 +44,10 @@ type Server struct {
 	// StoreCheck, when set before Start, is pinged by /readyz ("store
 	// writable"); store.Store implements it. nil: no store check.
 	StoreCheck Pinger
+	Store      *store.SQLite
+
+	stopEvents context.CancelFunc // ends the event deliverer
+	eventsDone chan struct{}
 
 	public, admin     *http.Server
 	publicLn, adminLn net.Listener
@@ -112,11 +118,29 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		s.RTC.Close()
 		return nil, fmt.Errorf("sip: %w", err)
 	}
+	// The call records: calls a previous run left open are closed as
+	// interrupted before any new call starts.
+	so, err := store.OptionsFromConfig(cfg)
+	if err == nil {
+		so.Logger = log
+		s.Store, err = store.Open(context.Background(), so)
+	}
+	if err != nil {
+		s.UA.Close()
+		s.RTC.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if n, err := s.Store.CloseInterrupted(context.Background(), time.Now()); err != nil {
+		log.Error("closing interrupted call records failed", "err", err)
+	} else if n > 0 {
+		log.Warn("calls cut by the last stop recorded as interrupted", "calls", n)
+	}
+	s.StoreCheck = s.Store
 	s.CPU = metrics.NewCPULoad(cfg.Admission.CPUWindow.D(), time.Second, nil)
 	s.Metrics.WatchCPU(s.CPU.Load)
 	s.Gateway = gateway.New(gateway.Deps{Config: cfg, Graph: s.Graph, WebRTC: s.RTC, SIP: s.UA, Logger: log,
-		Observer: s.Metrics, CPU: s.CPU})
-	s.UA.OnInvite(s.GuardInvite(nil)) // PBX-originated calls: the lead chains the gateway's handler here
+		Observer: s.Metrics, CPU: s.CPU, Store: s.Store})
+	s.UA.OnInvite(s.GuardInvite(nil)) // PBX-originated calls (issue 5) chain their handler here
 	s.Webhook = whatsapp.NewWebhook(whatsapp.WebhookConfig{
 		VerifyToken:           cfg.WhatsApp.VerifyToken,
 		AppSecret:             cfg.WhatsApp.AppSecret,
@@ -143,6 +167,19 @@ func (s *Server) Start(ctx context.Context) error {
 	adm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	adm.HandleFunc("/readyz", s.serveReady)
 	adm.Handle("/metrics", promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{}))
+	adm.Handle("/api/", api.New(api.Config{Token: s.cfg.API.Token, Calls: s.Store, Logger: s.log}))
+	if ev := s.cfg.Events; ev.URL != "" {
+		d, err := api.NewDeliverer(api.DelivererConfig{
+			URL: ev.URL, Secret: ev.Secret, Outbox: s.Store, Timeout: ev.Timeout.D(),
+			MaxBackoff: ev.MaxBackoff.D(), MaxAge: ev.MaxAge.D(), Logger: s.log,
+		})
+		if err != nil {
+			return fmt.Errorf("events: %w", err)
+		}
+		ectx, cancel := context.WithCancel(context.Background())
+		s.stopEvents, s.eventsDone = cancel, make(chan struct{})
+		go func() { defer close(s.eventsDone); _ = d.Run(ectx) }()
+	}
 
 	var err error
 	if s.publicLn, err = net.Listen("tcp", s.cfg.HTTP.Public); err != nil {
@@ -196,6 +233,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	_ = s.UA.Close()
 	_ = s.RTC.Close()
 	s.CPU.Close()
+	if s.stopEvents != nil {
+		s.stopEvents()
+		<-s.eventsDone
+	}
+	if cerr := s.Store.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
 	return err
 }
 

@@ -1,0 +1,176 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/sip"
+	"github.com/ponte-gw/ponte/store"
+)
+
+// Blind transfers (RFC 3515): the answering PBX or callbot sends REFER; ponte
+// calls the Refer-To target on the same trunk, bridges the WhatsApp leg to it
+// without touching the Meta side (same SSRC, sequence and timestamps go on),
+// reports progress to the transferor with NOTIFY, and ends the old leg. A
+// failed transfer leaves the caller with the transferor, or sends the call to
+// the route's default department, as the trunk says.
+
+// ErrTransferGone: the transferor hung up and the transfer failed, with no
+// default department to fall back on.
+var ErrTransferGone = errors.New("gateway: transfer failed after the transferor left")
+
+// pbxLeg is the PBX side of the call as it stands: one dialog, its RTP
+// session and its trunk.
+type pbxLeg struct {
+	dlg   *sip.Dialog
+	sess  *sip.RTPSession
+	trunk *config.Trunk
+}
+
+// TransferRecord is one transfer in the record.
+type TransferRecord struct {
+	At                 time.Time
+	By, ReferTo, Trunk string
+	Result, Reason     string // "200", a SIP code, "denied", or an event
+	TookFor            time.Duration
+}
+
+// watchRefer routes the leg's REFERs to refers. The decision is taken on the
+// SIP goroutine, at once: a target outside the trunk's allow-list gets 403,
+// a second REFER while one is running 491 (RFC 3261 §14.2's "request
+// pending"), anything else 202 and a job for the call's goroutine.
+func (c *call) watchRefer(l *pbxLeg, refers chan<- sip.Refer, busy *atomic.Bool) {
+	l.dlg.OnRefer(func(r sip.Refer) (int, string) {
+		if ok, why := l.trunk.TransferAllowed(r.ReferTo); !ok {
+			c.log.Warn("transfer refused", "refer_to", r.ReferTo, "why", why)
+			c.addTransfer(TransferRecord{At: time.Now(), By: r.ReferredBy, ReferTo: r.ReferTo, Trunk: l.trunk.Name, Result: "denied", Reason: why})
+			return 403, "Forbidden (" + why + ")"
+		}
+		if !busy.CompareAndSwap(false, true) {
+			return 491, "Request Pending"
+		}
+		select {
+		case refers <- r:
+			return 0, ""
+		default:
+			busy.Store(false)
+			return 491, "Request Pending"
+		}
+	})
+}
+
+func (c *call) addTransfer(t TransferRecord) {
+	c.recMu.Lock()
+	c.rec.Transfers = append(c.rec.Transfers, t)
+	c.recMu.Unlock()
+}
+
+// transfer carries out one accepted REFER. It returns the new PBX leg when
+// the target answered (the bridge already points at it), nil otherwise.
+func (c *call) transfer(cur *pbxLeg, r sip.Refer) *pbxLeg {
+	start := time.Now()
+	tr := TransferRecord{At: start, By: r.ReferredBy, ReferTo: r.ReferTo, Trunk: cur.trunk.Name}
+	notify := func(code int, reason string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := cur.dlg.NotifyRefer(ctx, code, reason); err != nil && !errors.Is(err, sip.ErrReferGone) {
+			c.log.Warn("transfer NOTIFY failed", "err", err)
+		}
+	}
+	notify(100, "Trying")
+	c.log.Info("transfer", "refer_to", r.ReferTo, "referred_by", r.ReferredBy)
+
+	at := attempt{kind: "transfer", trunk: cur.trunk, target: config.Target{
+		URI: r.ReferTo, Trunk: cur.trunk.Name, RingTimeout: cur.trunk.Transfer.RingTimeout,
+		NoProvisionalTimeout: config.Duration(3 * time.Second),
+	}}
+	next, err := c.dialAndSwap(at)
+	tr.TookFor = time.Since(start)
+	if err != nil {
+		code, text := transferFailure(err)
+		tr.Result, tr.Reason = attemptResult(err), err.Error()
+		c.addTransfer(tr)
+		notify(code, text)
+		return nil
+	}
+	tr.Result = "200"
+	c.addTransfer(tr)
+	notify(200, "OK")
+	c.persist(store.EventTransferred)
+	return next
+}
+
+// transferToDefault sends a caller whose transfer failed, and whose
+// transferor is gone or whose trunk says so, to the route's default
+// department. nil when there is none or it does not answer.
+func (c *call) transferToDefault(cur *pbxLeg) *pbxLeg {
+	if c.defaultDept == nil {
+		return nil
+	}
+	c.log.Info("transfer failed: to the default department", "target", c.defaultDept.target.URI)
+	next, err := c.dialAndSwap(*c.defaultDept)
+	if err != nil {
+		return nil
+	}
+	c.persist(store.EventTransferred)
+	return next
+}
+
+// dialAndSwap rings a target while the caller is connected (a transfer, a
+// fallback after one) and, when it answers, moves the bridge to it.
+func (c *call) dialAndSwap(at attempt) (*pbxLeg, error) {
+	sess, err := c.g.ua.NewRTPSession()
+	if err != nil {
+		return nil, fmt.Errorf("%w: rtp: %v", ErrSIP, err)
+	}
+	ar := AttemptRecord{Kind: at.kind, Target: at.target.URI, Trunk: at.trunk.Name, Started: time.Now()}
+	var pm pbxMedia
+	dlg, md, err := c.dialTarget(at, &ar, nil, sess, time.Time{})
+	if err == nil {
+		var ok bool
+		if pm, ok = pbxMediaFromAnswer(md, at.trunk.Codecs); !ok {
+			err = fmt.Errorf("%w: the target answered no codec of %v", ErrSIP, at.trunk.Codecs)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = dlg.Bye(ctx, sip.Reason{Protocol: "SIP", Cause: 488, Text: "Not Acceptable Here"})
+			cancel()
+		} else {
+			pm.DTMFMode = dtmfMode(at.trunk.DTMF, pm.DTMFPT)
+			sess.SetRemote(md.Addr)
+			err = c.bridge.SwapPBX(sess, pm)
+		}
+	}
+	ar.Ended, ar.Result = time.Now(), attemptResult(err)
+	c.rec.Attempts = append(c.rec.Attempts, ar)
+	if err != nil {
+		sess.Close()
+		return nil, err
+	}
+	c.mediaFor = dlg.CallID()
+	c.rec.Codec, c.rec.DTMFMode, c.rec.SIPCallID = pm.Codec, pm.DTMFMode, dlg.CallID()
+	if c.router != nil {
+		c.noteAgent(c.router, attempt{}, dlg)
+	}
+	return &pbxLeg{dlg: dlg, sess: sess, trunk: at.trunk}, nil
+}
+
+// transferFailure is the status line the transferor gets in the final
+// NOTIFY (RFC 3515 §2.4.5): the target's own final response when there was
+// one, else what ponte's timers decided.
+func transferFailure(err error) (int, string) {
+	var se *sip.StatusError
+	switch {
+	case errors.As(err, &se):
+		return se.Code, se.Reason
+	case errors.Is(err, ErrRingTimeout):
+		return 408, "Request Timeout"
+	case errors.Is(err, ErrNoProvisional):
+		return 408, "Request Timeout (no response)"
+	case errors.Is(err, ErrTrunkDown):
+		return 503, "Service Unavailable (trunk down)"
+	}
+	return 500, "Server Internal Error"
+}
