@@ -286,6 +286,15 @@ func (b *Bridge) SwapPBX(leg rtpLeg, m pbxMedia) error {
 	return b.SetPBX(m)
 }
 
+// SetPBXSend stops (false) or resumes (true) RTP toward the PBX: a PBX
+// that holds with sendonly/inactive or c=0.0.0.0 must receive nothing (RFC
+// 3264 §6.1, §8.4). The outgoing timestamps keep running meanwhile.
+func (b *Bridge) SetPBXSend(send bool) {
+	b.toPBX.mu.Lock()
+	b.toPBX.paused = !send
+	b.toPBX.mu.Unlock()
+}
+
 // LastPBXPacket is when the PBX's last packet was taken (zero: none yet).
 func (b *Bridge) LastPBXPacket() time.Time {
 	b.toMeta.mu.Lock()

@@ -59,6 +59,7 @@ type direction struct {
 	probe     transcode.Decoder                   // passthrough only: tells silence while winning back a backlog
 	enc       transcode.Encoder
 	silence   []byte
+	paused    bool              // the sink must receive nothing now (PBX hold)
 	local     func(pcm []int16) // local audio (ringback, queue music) played instead of the source
 	localEnc  transcode.Encoder
 	winBack   bool
@@ -578,6 +579,9 @@ func (d *direction) shouldCompress(isSilent bool) bool {
 }
 
 func (d *direction) write(pt uint8, ts uint32, marker bool, payload []byte) {
+	if d.paused {
+		return
+	}
 	d.hdr = rtp.Header{
 		Version:        2,
 		PayloadType:    pt,

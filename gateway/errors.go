@@ -75,6 +75,8 @@ func classify(err error) endReason {
 		return endReason{"shutdown", q(41, "Gateway shutting down")}
 	case errors.Is(err, ErrHookReject):
 		return endReason{"rejected_by_hook", q(21, "Call rejected")}
+	case errors.Is(err, sip.ErrSRTPRequired):
+		return endReason{"srtp_required", sip.Reason{Protocol: "SIP", Cause: 488, Text: "SRTP required"}}
 	case errors.Is(err, ErrPBXMediaTimeout):
 		return endReason{"pbx_media_timeout", q(41, "No RTP from the PBX")}
 	case errors.Is(err, ErrQueueTimeout):

@@ -161,8 +161,7 @@ func stickyWindow(c *config.Config) time.Duration {
 // fails at once instead of waiting on a dead PBX); one answer marks it up.
 func (g *Gateway) monitorTrunk(ctx context.Context, t *config.Trunk) {
 	down := g.trunkDown[t.Name]
-	st := &sip.Trunk{Name: t.Name, Address: t.Address, Transport: t.Transport,
-		NAT: sip.NAT{AdvertiseHost: t.Advertise.SIPHost}} // H-NAT: OPTIONS Via toward this trunk
+	st := sipTrunk(t) // the same addressing and TLS as its calls
 	every := t.OptionsInterval.D()
 	tick := time.NewTicker(every)
 	defer tick.Stop()

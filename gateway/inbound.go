@@ -42,14 +42,15 @@ type call struct {
 	answer   string // our SDP answer: pre_accept and accept carry it byte for byte
 	mediaFor string // SIP Call-ID of the dialog the bridge's PBX side is set for
 
-	hookHeaders []sip.Header      // added to every INVITE by the routing hook
-	router      *route.Router     // the call's route (nil before plan)
-	recMu       sync.Mutex        // rec.Transfers: a refused REFER is recorded on a SIP goroutine
-	extraSess   []*sip.RTPSession // RTP sessions of transfer targets, closed with the call
-	defaultDept *attempt          // the route's default department, for a failed transfer
-	queueUntil  time.Time         // queue mode: the hunt's deadline (zero otherwise)
-	held        atomic.Bool       // the PBX holds the call (its RTP may stop)
-	accepted    bool              // accept returned 200: from now on Meta is told "terminate", not "reject"
+	hookHeaders []sip.Header               // added to every INVITE by the routing hook
+	router      *route.Router              // the call's route (nil before plan)
+	recMu       sync.Mutex                 // rec.Transfers: a refused REFER is recorded on a SIP goroutine
+	extraSess   []*sip.RTPSession          // RTP sessions of transfer targets, closed with the call
+	defaultDept *attempt                   // the route's default department, for a failed transfer
+	queueUntil  time.Time                  // queue mode: the hunt's deadline (zero otherwise)
+	held        atomic.Bool                // the PBX holds the call (its RTP may stop)
+	curDlg      atomic.Pointer[sip.Dialog] // the PBX dialog that has the call now
+	accepted    bool                       // accept returned 200: from now on Meta is told "terminate", not "reject"
 	bridge      *Bridge
 	rec         Record
 }
@@ -183,6 +184,7 @@ func (c *call) connect() error {
 		JitterFrames: cfg.Media.JitterFrames,
 		AcceptFrames: int(cfg.Media.AcceptBuffer.D() / frameDur),
 	}, leg, rtpSess, c.end)
+	c.bridge.SetInfoSink(c.startInfoSender(c.ctx))
 	c.bridge.Start(c.ctx)
 	defer func() {
 		c.bridge.Stop()
@@ -435,7 +437,7 @@ wait:
 		case cause != nil && !errors.Is(cause, context.Canceled):
 			return nil, nil, cause
 		default:
-			return nil, nil, fmt.Errorf("%w: %v", ErrSIP, res.err)
+			return nil, nil, fmt.Errorf("%w: %w", ErrSIP, res.err)
 		}
 	}
 	stop.Stop()
@@ -463,6 +465,12 @@ func (c *call) afterAnswer(leg interface {
 			c.log.Warn("BYE to the PBX failed", "err", berr)
 		}
 	}()
+	// Mid-call requests may come as soon as the PBX has its ACK.
+	cur := &pbxLeg{dlg: dlg, sess: rtpSess, trunk: trunk}
+	c.wireLeg(cur)
+	refers := make(chan sip.Refer, 1)
+	var busy atomic.Bool
+	c.watchRefer(cur, refers, &busy)
 	// Early media of this very dialog already pointed the bridge at it; a
 	// target reached after another's early media still needs its own.
 	if c.mediaFor != dlg.CallID() {
@@ -482,10 +490,6 @@ func (c *call) afterAnswer(leg interface {
 	defer stopWatch()
 	c.watchPBXMedia(watchCtx, c.cfg().Media.RTPTimeout.D())
 
-	cur := &pbxLeg{dlg: dlg, sess: rtpSess, trunk: trunk}
-	refers := make(chan sip.Refer, 1)
-	var busy atomic.Bool
-	c.watchRefer(cur, refers, &busy)
 	// transferred handles one REFER; false: the call is over.
 	transferred := func(r sip.Refer) (bool, error) {
 		next := c.transfer(cur, r)
@@ -503,6 +507,8 @@ func (c *call) afterAnswer(leg interface {
 		}
 		old := cur
 		cur, dlg = next, next.dlg
+		c.held.Store(false)
+		c.wireLeg(cur)
 		c.extraSess = append(c.extraSess, cur.sess)
 		c.watchRefer(cur, refers, &busy)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -746,13 +752,24 @@ func attemptResult(err error) string {
 	}
 }
 
-func (c *call) sipTrunk(t *config.Trunk) *sip.Trunk {
-	return &sip.Trunk{
+func (c *call) sipTrunk(t *config.Trunk) *sip.Trunk { return sipTrunk(t) }
+
+// sipTrunk is a configured trunk as package sip needs it: address and
+// credentials, codecs, DTMF, NAT addressing, TLS and SRTP.
+func sipTrunk(t *config.Trunk) *sip.Trunk {
+	st := &sip.Trunk{
 		Name: t.Name, Address: t.Address, Transport: t.Transport,
 		Username: t.Auth.Username, Password: t.Auth.Password,
 		Codecs: t.Codecs, DTMFPT: uint8(t.DTMFPT), FromDomain: t.FromDomain,
-		NAT: sip.NAT{AdvertiseHost: t.Advertise.SIPHost, MediaIP: t.Advertise.MediaAddr(), RewriteContact: t.RewriteContact}, // H-NAT
+		NAT:              sip.NAT{AdvertiseHost: t.Advertise.SIPHost, MediaIP: t.Advertise.MediaAddr(), RewriteContact: t.RewriteContact},
+		NoTelephoneEvent: t.DTMF == "info" || t.DTMF == "inband",
+		SRTP:             sip.SRTPMode(t.SRTP),
 	}
+	if t.TLS != nil {
+		st.TLS = &sip.TLSConfig{CAFile: t.TLS.CAFile, CertFile: t.TLS.CertFile, KeyFile: t.TLS.KeyFile,
+			ServerName: t.TLS.ServerName, InsecureSkipVerify: t.TLS.InsecureSkipVerify, ALPN: t.TLS.ALPN}
+	}
+	return st
 }
 
 // callerID is the From user: the caller's number in the trunk's format

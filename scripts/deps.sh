@@ -19,6 +19,11 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The tests start their own kamailio and only use promtool: the packages'
+  # services (SIP on 5060, Prometheus on 9090, ponte's admin default) stay off.
+  if command -v systemctl >/dev/null 2>&1; then
+    for svc in kamailio prometheus; do $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; done
+  fi
 fi
 if ! command -v go >/dev/null 2>&1; then
   if [ -x /usr/local/go/bin/go ]; then

@@ -128,6 +128,9 @@ func (s *RTPSession) OfferSRTP(mode SRTPMode) (SDES, error) {
 // telephone-event of OfferSpec plus the trunk's SDES offer.
 func (u *UA) offerSDP(media *RTPSession, t *Trunk, sessID uint64) ([]byte, error) {
 	spec := OfferSpec(u.sdpAddr(media), t.Codecs, t.DTMFPT, sessID)
+	if t.NoTelephoneEvent {
+		spec.DTMFPT = -1 // DTMF by INFO or in-band: offer no telephone-event
+	}
 	x, err := media.OfferSRTP(t.SRTP)
 	if err != nil {
 		return nil, err

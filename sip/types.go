@@ -21,6 +21,9 @@ type Trunk struct {
 	SRTP SRTPMode   // H-TLS: SDES-SRTP policy off|optional|required (srtp.go)
 
 	NAT NAT // H-NAT: per-trunk Via/Contact/c= addresses, PBX behind NAT (advertise.go)
+	// NoTelephoneEvent: offer no telephone-event (RFC 4733); the trunk
+	// carries DTMF as SIP INFO or in-band tones.
+	NoTelephoneEvent bool
 }
 
 // Header is one extra header for the INVITE (untrusted value).

@@ -113,6 +113,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s.UA, err = sip.NewUA(sip.Config{
 		Listen: cfg.SIP.Listen, AdvertiseHost: advertise, RTPHost: rtpHost,
 		RTPPortMin: lo, RTPPortMax: hi, UserAgent: cfg.SIP.UserAgent, Logger: log,
+		TLSCertFile: cfg.SIP.TLSCert, TLSKeyFile: cfg.SIP.TLSKey,
 	})
 	if err != nil {
 		s.RTC.Close()

@@ -380,3 +380,16 @@ func (c *Call) sendInfoDigits(digits string, each, gap time.Duration) {
 		}
 	}
 }
+
+// onNotify answers the NOTIFYs of a transfer this PBX asked for with REFER
+// (RFC 3515 §2.4.4: the transferor is the implicit subscriber) and records
+// them, so tests can read the sipfrag progress.
+func (p *PBX) onNotify(req *sip.Request, tx sip.ServerTransaction) {
+	c := p.find(req)
+	if c == nil {
+		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
+		return
+	}
+	c.record(req)
+	respond(tx, req, 200, "OK", nil)
+}

@@ -162,6 +162,7 @@ func Start(ctx context.Context, cfg Config) (*PBX, error) {
 	p.srv.OnBye(p.onBye)
 	p.srv.OnUpdate(p.onUpdate) // dialog.go
 	p.srv.OnInfo(p.onInfo)
+	p.srv.OnNotify(p.onNotify) // dialog.go: transfer progress (RFC 3515)
 	p.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) { respond(tx, req, 200, "OK", nil) })
 	p.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)

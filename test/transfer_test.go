@@ -1,0 +1,94 @@
+package test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/sim/scenario"
+	"github.com/ponte-gw/ponte/sim/wasim"
+)
+
+// TestBlindTransfer: the answering agent REFERs the caller to another
+// extension. ponte answers 202, reports 100 then 200 by NOTIFY, rings the new
+// target, moves the caller's audio to it (the new leg hears the caller's
+// 440 Hz; the caller keeps hearing 1000 Hz), BYEs the transferor, and asks
+// Meta for nothing new: one accept, one SSRC. A Refer-To outside the trunk's
+// allow-list gets 403 and the call stays as it was.
+func TestBlindTransfer(t *testing.T) {
+	w := startStallWatch(t)
+	env := startEnv(t, scenario.Options{Configure: func(c *config.Config) {
+		c.SIP.Trunks[0].Transfer.Allow = []string{"2???@*"}
+	}})
+	caller, agent := connected(t, env, wasim.CallOptions{ExpectHz: 1000})
+	ctx := ctxT(t, 30*time.Second)
+	host := env.PBX.Addr().String()
+
+	res, err := agent.Request(ctx, "REFER", nil, "", sip.NewHeader("Refer-To", "<sip:+5511999998888@"+host+">"))
+	if err != nil || res.StatusCode != 403 {
+		t.Fatalf("REFER to a phone number: %v %v, want 403", res, err)
+	}
+	res, err = agent.Request(ctx, "REFER", nil, "", sip.NewHeader("Refer-To", "<sip:2001@"+host+">"), sip.NewHeader("Referred-By", "<sip:1001@pbx>"))
+	if err != nil || res.StatusCode != 202 {
+		t.Fatalf("REFER: %v %v, want 202", res, err)
+	}
+	next, err := env.PBX.NextCall(ctx)
+	if err != nil {
+		t.Fatalf("the transfer target never rang: %v", err)
+	}
+	if u := next.Invite().Recipient.User; u != "2001" {
+		t.Errorf("transfer target INVITE to %q, want 2001", u)
+	}
+	select {
+	case <-agent.Ended():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the transferor was not released")
+	}
+	if !strings.Contains(agent.ByeReason(), "transferred") {
+		t.Errorf("transferor's BYE Reason %q", agent.ByeReason())
+	}
+	var notifies []string
+	for _, r := range agent.InDialog() {
+		if r.Method == "NOTIFY" {
+			notifies = append(notifies, strings.TrimSpace(string(r.Body)))
+		}
+	}
+	if strings.Join(notifies, "|") != "SIP/2.0 100 Trying|SIP/2.0 200 OK" {
+		t.Errorf("NOTIFY bodies %q, want 100 Trying then 200 OK", notifies)
+	}
+	time.Sleep(2 * time.Second)
+	ans := next.AnsweredAt()
+	listen(t, w, ans.Add(500*time.Millisecond), time.Second, func(from, to time.Time) string {
+		var msg []string
+		if r := next.Received().Report(from, to); r.ToneRatio < 0.95 {
+			msg = append(msg, fmt.Sprintf("the new target heard the caller in %.1f%% of windows", r.ToneRatio*100))
+		}
+		if r := caller.Heard().Report(from, to); r.ToneRatio < 0.95 {
+			msg = append(msg, fmt.Sprintf("the caller heard the new target in %.1f%% of windows", r.ToneRatio*100))
+		}
+		return strings.Join(msg, "; ")
+	})
+	st := caller.Stream()
+	if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 || st.SeqBackwards != 0 {
+		t.Errorf("toward Meta across the transfer: SSRCs %v, max step %d, backwards %d", st.SSRCs, st.MaxSeqStep, st.SeqBackwards)
+	}
+	if a := actions(requests(env, caller.ID())); a != "pre_accept,accept" {
+		t.Errorf("Graph requests %q: a transfer must not touch the Meta side", a)
+	}
+	hangupAndWait(t, env, caller, next)
+	recs := env.Server.Gateway.Records()
+	if len(recs) != 1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	var got []string
+	for _, tr := range recs[0].Transfers {
+		got = append(got, tr.Result)
+	}
+	if strings.Join(got, ",") != "denied,200" || recs[0].Outcome != "completed" {
+		t.Errorf("record transfers %+v outcome %q", recs[0].Transfers, recs[0].Outcome)
+	}
+}
