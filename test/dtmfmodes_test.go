@@ -86,3 +86,26 @@ collect:
 	}
 	hangupAndWait(t, env, caller, pc)
 }
+
+// TestDTMFInbandFromPBX: a PBX that plays its digits as tones in its G.711
+// audio (no telephone-event); ponte detects them and the caller receives
+// them as RFC 4733 events on PT 126.
+func TestDTMFInbandFromPBX(t *testing.T) {
+	env := startEnv(t, scenario.Options{
+		PBX:       pbx.Config{NoTelephoneEvent: true, DTMFInband: true},
+		Configure: func(c *config.Config) { c.SIP.Trunks[0].DTMF = "inband" },
+	})
+	caller, pc := connected(t, env, wasim.CallOptions{ExpectHz: 1000})
+	pc.SendDTMF("369*", 100*time.Millisecond, 100*time.Millisecond)
+	waitFor(3*time.Second, func() bool { return len(caller.Digits()) >= 4 })
+	time.Sleep(300 * time.Millisecond)
+	if got := callerDigitString(caller.Digits()); got != "369*" {
+		t.Errorf("caller got %q, want 369*", got)
+	}
+	for _, d := range caller.Digits() {
+		if d.PT != 126 || d.Duration < 60*time.Millisecond || d.Duration > 140*time.Millisecond {
+			t.Errorf("digit %c on PT %d lasting %v, want PT 126 and about 100 ms", d.Rune, d.PT, d.Duration)
+		}
+	}
+	hangupAndWait(t, env, caller, pc)
+}

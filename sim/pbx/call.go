@@ -71,6 +71,7 @@ type Call struct {
 	rxPTs          map[uint8]int
 	jobs           []*dtmfJob
 	endedBy        string
+	inband         *transcode.InbandGenerator // Config.DTMFInband: digits being played (under mu)
 	byeReason      string
 	early          bool
 	cseq           uint32
@@ -401,6 +402,10 @@ func (c *Call) SendDTMF(digits string, each, gap time.Duration) {
 		c.sendInfoDigits(digits, each, gap)
 		return
 	}
+	if c.p.cfg.DTMFInband {
+		c.sendInbandDigits(digits, each, gap)
+		return
+	}
 	j := &dtmfJob{digits: digits, each: each, gap: gap, done: make(chan struct{})}
 	c.mu.Lock()
 	if c.endedBy != "" {
@@ -412,5 +417,26 @@ func (c *Call) SendDTMF(digits string, each, gap time.Duration) {
 	select {
 	case <-j.done:
 	case <-c.ended:
+	}
+}
+
+// sendInbandDigits plays digits as tones mixed into the outgoing audio
+// (Config.DTMFInband), each for each, gap apart.
+func (c *Call) sendInbandDigits(digits string, each, gap time.Duration) {
+	for _, r := range digits {
+		c.mu.Lock()
+		if c.inband == nil {
+			c.inband = transcode.NewInbandGenerator(8000)
+		}
+		err := c.inband.Play(r, each)
+		c.mu.Unlock()
+		if err != nil {
+			continue
+		}
+		select {
+		case <-time.After(each + gap):
+		case <-c.ended:
+			return
+		}
 	}
 }

@@ -116,6 +116,11 @@ func (c *Call) sendLoop() {
 			default:
 				gen.Fill(pcm)
 			}
+			c.mu.Lock()
+			if c.inband != nil {
+				c.inband.Mix(pcm) // DTMFInband: the digit replaces the tone while it sounds
+			}
+			c.mu.Unlock()
 			var err error
 			if n, err = c.encs[k].Encode(pcm, payload); err != nil {
 				c.sendMu.Unlock()

@@ -81,6 +81,9 @@ type Config struct {
 	// instead of RFC 4733 events; NoTelephoneEvent leaves telephone-event
 	// out of its SDP, as a PBX without RFC 4733 does.
 	DTMFInfo, NoTelephoneEvent bool
+	// DTMFInband makes SendDTMF play the digits as ITU-T Q.23 tones in the
+	// audio (a PBX without telephone-event or INFO).
+	DTMFInband bool
 }
 
 // PBX is a running simulator.
