@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ponte-gw/ponte/metrics"
@@ -35,11 +34,13 @@ type Observer interface {
 	SIPRequest(method, direction string)
 	SIPResponse(method string, code int, direction string)
 	TrunkState(trunk string, up bool)
+	StoreError(op string)
 }
 
 // NopObserver observes nothing: the default when Deps.Observer is nil.
 type NopObserver struct{}
 
+func (NopObserver) StoreError(string)                          {}
 func (NopObserver) CallOffered(string, string)                 {}
 func (NopObserver) CallRefused(string, string, string)         {}
 func (NopObserver) CallSetup(string, string, time.Duration)    {}
@@ -101,35 +102,24 @@ func (g *Gateway) callEnded(c *call) {
 		JitterBufferMs: float64(g.cfg.Media.JitterFrames) * float64(frameDur/time.Millisecond),
 		Legs:           legStats(c),
 	}
-	if rec.SIPCallID != "" {
-		mc.Attempts = 1
+	// Every INVITE of the hunt and of transfers, with its final response
+	// when it had one (a cancelled attempt's 487 is recorded as its event).
+	for _, a := range rec.Attempts {
+		if a.Result == "trunk_down" {
+			continue // skipped without an INVITE
+		}
+		mc.Attempts++
+		if a.Kind == "default_department" {
+			mc.Fallback = true
+		}
 		g.obs.SIPRequest("INVITE", "out")
-		// Only final responses ponte knows from the record: a 200, or the
-		// failure code of target_NNN. A CANCELled INVITE's 487 is not seen
-		// here.
-		if code := inviteCode(rec); code >= 0 {
+		if code, err := strconv.Atoi(a.Result); err == nil {
 			g.obs.SIPResponse("INVITE", code, "in")
+		} else if a.Result == "answered" {
+			g.obs.SIPResponse("INVITE", 200, "in")
 		}
 	}
 	g.obs.CallEnded(mc)
-}
-
-// inviteCode is the final response to the call's INVITE when the record
-// tells it: 200, target_NNN's code, 0 for a target that never answered
-// (timeout); -1 when unknown (ponte cancelled it).
-func inviteCode(rec Record) int {
-	switch {
-	case !rec.PBXAnswered.IsZero():
-		return 200
-	case rec.Outcome == "target_unreachable":
-		return 0
-	}
-	if s, ok := strings.CutPrefix(rec.Outcome, "target_"); ok {
-		if n, err := strconv.Atoi(s); err == nil {
-			return n
-		}
-	}
-	return -1
 }
 
 // outcomeClass maps the gateway's end reason to the coarse outcome records
@@ -137,7 +127,9 @@ func inviteCode(rec Record) int {
 // it ended; busy, unavailable and ring timeouts are missed; 403/603 and no
 // route are policy refusals; a caller who hung up first abandoned.
 func outcomeClass(rec Record) string {
-	if !rec.Accepted.IsZero() {
+	// Answered means an agent or callbot took the call: in queue mode the
+	// WhatsApp side is accepted before anyone answers.
+	if !rec.PBXAnswered.IsZero() {
 		return metrics.OutcomeAnswered
 	}
 	switch rec.Outcome {
@@ -146,9 +138,9 @@ func outcomeClass(rec Record) string {
 			return metrics.OutcomeAbandoned
 		}
 		return metrics.OutcomeFailed
-	case "no_answer", "target_408", "target_480", "target_486", "target_487", "target_600":
+	case "no_answer", "queue_timeout", "target_408", "target_480", "target_486", "target_487", "target_600":
 		return metrics.OutcomeMissed
-	case "no_route", "closed", "target_403", "target_603":
+	case "no_route", "closed", "rejected_by_hook", "target_403", "target_603":
 		return metrics.OutcomeRejected
 	}
 	return metrics.OutcomeFailed

@@ -33,7 +33,9 @@ func (c *call) persist(events ...store.EventType) {
 	defer cancel()
 	sc := c.storeCall()
 	var err error
+	op := "update"
 	if c.rec.Protocol == "" {
+		op = "create"
 		err = st.Create(ctx, sc, events...)
 		c.rec.Protocol = sc.Protocol
 	} else {
@@ -41,6 +43,7 @@ func (c *call) persist(events ...store.EventType) {
 	}
 	if err != nil {
 		c.g.storeErrors.Add(1)
+		c.g.obs.StoreError(op)
 		c.log.Error("call record not written", "err", err)
 	}
 }
@@ -76,23 +79,9 @@ func (c *call) storeCall() *store.Call {
 	return sc
 }
 
-// storeOutcome folds the detailed end reason into the outcome supervisors
-// filter on.
-func storeOutcome(r *Record) store.Outcome {
-	switch {
-	case r.Outcome == "completed" && !r.PBXAnswered.IsZero():
-		return store.OutcomeAnswered
-	case r.Outcome == "completed", r.Outcome == "meta_failed" && r.PBXAnswered.IsZero():
-		return store.OutcomeAbandoned
-	case r.Outcome == "no_answer", r.Outcome == "target_unreachable", r.Outcome == "trunk_down", r.Outcome == "queue_timeout",
-		strings.HasPrefix(r.Outcome, "target_") && r.Outcome != "target_603":
-		return store.OutcomeMissed
-	case r.Outcome == "target_603", r.Outcome == "closed", r.Outcome == "no_route", r.Outcome == "rejected_by_hook",
-		r.Outcome == "admission":
-		return store.OutcomeRejected
-	}
-	return store.OutcomeFailed
-}
+// storeOutcome is the outcome supervisors filter on: the same classes as
+// the metrics (outcomeClass), so the dashboard and the call history agree.
+func storeOutcome(r *Record) store.Outcome { return store.Outcome(outcomeClass(*r)) }
 
 func storeEndedBy(by string) string {
 	switch by {
