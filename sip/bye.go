@@ -2,7 +2,6 @@ package sip
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -113,22 +112,7 @@ func (u *UA) do(ctx context.Context, req *sip.Request) (*sip.Response, error) {
 		return nil, fmt.Errorf("%w: %v", ErrTransport, err)
 	}
 	defer tx.Terminate()
-	for {
-		select {
-		case res := <-tx.Responses():
-			if res.IsProvisional() {
-				continue
-			}
-			return res, nil
-		case <-tx.Done():
-			if errors.Is(tx.Err(), sip.ErrTransactionTimeout) {
-				return nil, ErrTimeout
-			}
-			return nil, fmt.Errorf("%w: %v", ErrTransport, tx.Err())
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
+	return finalResponse(ctx, tx, nil)
 }
 
 // drainAsync consumes a non-INVITE transaction's responses (sipgo blocks
