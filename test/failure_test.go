@@ -398,3 +398,38 @@ func TestInboundPBXMediaTimeout(t *testing.T) {
 		t.Errorf("record %+v", recs)
 	}
 }
+
+// TestInboundHangupWhileAcceptInFlight: the user hangs up while ponte's
+// accept is in flight (the Graph API is slow). ponte does not retry the
+// accept, BYEs the PBX that already answered (Q.850 16), and sends Meta
+// nothing more: the terminate webhook already told it.
+func TestInboundHangupWhileAcceptInFlight(t *testing.T) {
+	env := startEnv(t, scenario.Options{})
+	env.Meta.DelayAction("accept", 2*time.Second)
+	caller, err := env.Meta.Call(ctxT(t, 10*time.Second), wasim.CallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := env.PBX.NextCall(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(5*time.Second, func() bool { return !pc.AckedAt().IsZero() }) {
+		t.Fatal("the PBX never answered")
+	}
+	time.Sleep(500 * time.Millisecond) // accept is now in flight (the Graph API takes 2 s)
+	if err := caller.Hangup(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if by := pbxEnded(t, pc, 5*time.Second); by != "bye" || !strings.Contains(pc.ByeReason(), "cause=16") {
+		t.Errorf("PBX leg ended by %q with Reason %q, want ponte's BYE with Q.850 cause 16", by, pc.ByeReason())
+	}
+	_ = env.WaitIdle(ctxT(t, 10*time.Second))
+	time.Sleep(2 * time.Second) // a retried accept or a terminate would show up here
+	if a := actions(requests(env, caller.ID())); a != "pre_accept,accept" {
+		t.Errorf("Graph requests %q, want pre_accept,accept (no retry, no terminate)", a)
+	}
+	if recs := env.Server.Gateway.Records(); len(recs) != 1 || recs[0].EndedBy != "caller" {
+		t.Errorf("record %+v", recs)
+	}
+}

@@ -98,6 +98,10 @@ func (m *Meta) handleCalls(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		gerr = badParam("request body is not JSON: " + err.Error())
 	default:
+		m.mu.Lock()
+		delay := m.delays[gb.Action]
+		m.mu.Unlock()
+		time.Sleep(delay) // a slow Graph API: the request is recorded even if the client gave up
 		if inj, ok := m.takeFailure(gb.Action); ok {
 			m.respondInjected(w, &rec, inj)
 			return

@@ -88,6 +88,7 @@ type Meta struct {
 	requests []GraphRequest
 	webhooks []WebhookDelivery
 	failures map[string][]injected
+	delays   map[string]time.Duration // per action: how long the Graph API takes to answer
 
 	wg sync.WaitGroup // background webhook deliveries and callers
 }
@@ -159,6 +160,17 @@ func (m *Meta) InjectFailure(action string, status int, body string, times int) 
 	for range times {
 		m.failures[action] = append(m.failures[action], injected{status: status, body: body})
 	}
+}
+
+// DelayAction makes the Graph API take d before handling action (e.g. a slow
+// accept, so a test can hang up while it is in flight).
+func (m *Meta) DelayAction(action string, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.delays == nil {
+		m.delays = map[string]time.Duration{}
+	}
+	m.delays[action] = d
 }
 
 func (m *Meta) takeFailure(action string) (injected, bool) {
