@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 )
@@ -34,29 +35,35 @@ func TestHookClient(t *testing.T) {
 		}, ErrHookReply, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
 			var gotSig bool
 			var got HookRequest
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				body, _ := io.ReadAll(r.Body)
+				mu.Lock()
 				gotSig = VerifyHookSignature(secret, r.Header.Get("X-Ponte-Signature"), r.Header.Get("X-Ponte-Timestamp"), body, time.Now(), time.Minute)
 				_ = json.Unmarshal(body, &got)
+				mu.Unlock()
 				tc.handler(w, body)
 			}))
-			defer srv.Close()
 			h := &hookClient{url: srv.URL, secret: secret, timeout: 300 * time.Millisecond, http: srv.Client()}
 			start := time.Now()
 			reply, err := h.ask(context.Background(), req, time.Now())
 			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 				t.Fatalf("err %v, want %v", err, tc.want)
 			}
+			took := time.Since(start)
+			srv.Close() // waits for the handler (the timeout case is still sleeping)
+			mu.Lock()
+			defer mu.Unlock()
 			if !gotSig {
 				t.Error("the receiver could not verify the signature")
 			}
 			if got.CallID != "c1" || got.CallerNumber != "5511987654321" || !got.Open {
 				t.Errorf("hook received %+v", got)
 			}
-			if tc.want == ErrHookTimeout && time.Since(start) > 550*time.Millisecond {
-				t.Errorf("timeout took %v, want about 300 ms", time.Since(start))
+			if tc.want == ErrHookTimeout && took > 550*time.Millisecond {
+				t.Errorf("timeout took %v, want about 300 ms", took)
 			}
 			if err == nil && len(reply.Targets) != tc.targets {
 				t.Errorf("targets %+v", reply.Targets)
