@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/ponte-gw/ponte/config"
 	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sim/scenario"
@@ -96,5 +98,63 @@ func TestCallRecordsThroughAPI(t *testing.T) {
 	}
 	if m := page.Calls[0]; m.EndReason != "target_486" || m.EndedBy != store.EndedByBusiness || len(m.Attempts) != 1 || m.Attempts[0].Result != "486" || !m.Answered.IsZero() {
 		t.Errorf("missed call record: %+v", m)
+	}
+}
+
+// TestAbandonedAndTransferredRecords: a caller who hangs up while the agent
+// rings leaves an "abandoned" record with the attempt cancelled; a call the
+// agent transferred leaves an "answered" record listing the transfer and
+// both legs, as the API returns them.
+func TestAbandonedAndTransferredRecords(t *testing.T) {
+	withAPI := func(c *config.Config) { c.API.Token = apiToken }
+	var page struct {
+		Calls []store.Call `json:"calls"`
+	}
+
+	ring := startEnv(t, scenario.Options{PBX: pbx.Config{AnswerDelay: 20 * time.Second}, Configure: withAPI})
+	caller, err := ring.Meta.Call(ctxT(t, 10*time.Second), wasim.CallOptions{From: "5511977776666"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ring.PBX.NextCall(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := caller.Hangup(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_ = ring.WaitIdle(ctxT(t, 10*time.Second))
+	code, body := apiGet(t, ring, "/api/calls?outcome=abandoned")
+	if err := json.Unmarshal(body, &page); code != 200 || err != nil || len(page.Calls) != 1 {
+		t.Fatalf("abandoned calls: %d %v %s", code, err, body)
+	}
+	if c := page.Calls[0]; c.EndedBy != store.EndedByCaller || c.PreAccepted.IsZero() || !c.Answered.IsZero() || c.Ended.IsZero() ||
+		len(c.Attempts) != 1 || c.Attempts[0].Result != "caller_hangup" || c.Caller.Number != "5511977776666" {
+		t.Errorf("abandoned record: %+v", c)
+	}
+
+	env := startEnv(t, scenario.Options{Configure: withAPI})
+	caller, agent := connected(t, env, wasim.CallOptions{})
+	res, err := agent.Request(ctxT(t, 5*time.Second), "REFER", nil, "", sip.NewHeader("Refer-To", "<sip:2002@"+env.PBX.Addr().String()+">"))
+	if err != nil || res.StatusCode != 202 {
+		t.Fatalf("REFER: %v %v", res, err)
+	}
+	next, err := env.PBX.NextCall(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-agent.Ended()
+	time.Sleep(500 * time.Millisecond)
+	hangupAndWait(t, env, caller, next)
+	code, body = apiGet(t, env, "/api/calls?outcome=answered")
+	if err := json.Unmarshal(body, &page); code != 200 || err != nil || len(page.Calls) != 1 {
+		t.Fatalf("answered calls: %d %v %s", code, err, body)
+	}
+	c := page.Calls[0]
+	if len(c.Transfers) != 1 || c.Transfers[0].Result != "200" || !strings.Contains(c.Transfers[0].ReferTo, "2002") {
+		t.Errorf("transfers in the record: %+v", c.Transfers)
+	}
+	if len(c.Attempts) != 2 || c.Attempts[1].Result != "200" || !strings.Contains(c.Attempts[1].Target, "2002") || c.SIPCallID != next.Invite().CallID().Value() {
+		t.Errorf("legs in the record: attempts %+v, sip_call_id %q", c.Attempts, c.SIPCallID)
 	}
 }
