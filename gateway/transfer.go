@@ -53,13 +53,9 @@ func (c *call) watchRefer(l *pbxLeg, refers chan<- sip.Refer, busy *atomic.Bool)
 		if !busy.CompareAndSwap(false, true) {
 			return 491, "Request Pending"
 		}
-		select {
-		case refers <- r:
-			return 0, ""
-		default:
-			busy.Store(false)
-			return 491, "Request Pending"
-		}
+		return 0, ""
+	}, func(r sip.Refer) {
+		refers <- r // room for one: busy admits one transfer at a time
 	})
 }
 

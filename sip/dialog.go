@@ -63,7 +63,8 @@ type Dialog struct {
 	answer          *MediaDesc
 	answerRes       *sip.Response // the 2xx that established the dialog
 	onRefer         ReferHandler  // refer.go
-	referNoSub      bool          // the accepted REFER asked for no NOTIFY (RFC 4488)
+	onReferAccepted func(Refer)
+	referNoSub      bool // the accepted REFER asked for no NOTIFY (RFC 4488)
 	ackedAt         time.Time
 	gotProvisional  bool
 	cancelRequested bool

@@ -27,17 +27,19 @@ type Refer struct {
 // and must not block.
 type ReferHandler func(Refer) (code int, reason string)
 
-// OnRefer sets the dialog's REFER handler. Without one, REFER gets 501.
-func (d *Dialog) OnRefer(f ReferHandler) {
+// OnRefer sets the dialog's REFER handler, and accepted, which runs once
+// the 202 is on its way, so that no NOTIFY can overtake it (RFC 3515
+// §2.4.4: the first NOTIFY follows the 202). Without a handler, REFER gets 501.
+func (d *Dialog) OnRefer(f ReferHandler, accepted func(Refer)) {
 	d.mu.Lock()
-	d.onRefer = f
+	d.onRefer, d.onReferAccepted = f, accepted
 	d.mu.Unlock()
 }
 
 // handleRefer answers an in-dialog REFER (RFC 3515 §2.4.2).
 func (d *Dialog) handleRefer(req *sip.Request, tx sip.ServerTransaction) {
 	d.mu.Lock()
-	h := d.onRefer
+	h, then := d.onRefer, d.onReferAccepted
 	d.mu.Unlock()
 	rts := req.GetHeaders("Refer-To")
 	switch {
@@ -80,6 +82,9 @@ func (d *Dialog) handleRefer(req *sip.Request, tx sip.ServerTransaction) {
 	d.referNoSub = r.NoSub
 	d.mu.Unlock()
 	respond(tx, req, 202, "Accepted", nil, hdrs...)
+	if then != nil {
+		then(r)
+	}
 }
 
 // referTarget takes the URI out of a Refer-To value (name-addr or addr-spec,

@@ -39,7 +39,7 @@ func TestRefer(t *testing.T) {
 			return 403, "Forbidden (transfer target not allowed)"
 		}
 		return 0, ""
-	})
+	}, nil)
 	cseq := 30
 	refer := func(referTo ...string) *sipgo.Response {
 		t.Helper()

@@ -41,6 +41,7 @@ type sippRun struct {
 	sipPort, mediaPort int
 	extraPort          int // a free port for the test's own use (base+6)
 	watch              *stallWatch
+	calls              int // calls the scenario takes (-m)
 }
 
 // startSippPeer is startPeer with a lifetime fitting long scenarios
@@ -71,15 +72,22 @@ func startSippPeer(t *testing.T, dir, bin string, life time.Duration, args ...st
 // the value "{extra}" stands for extraPort.
 func startSipp(t *testing.T, file string, life time.Duration, keys ...string) *sippRun {
 	t.Helper()
+	return startSippCalls(t, file, life, 1, keys...)
+}
+
+// startSippCalls is startSipp for a scenario that takes calls calls (a
+// transfer brings a second INVITE to the same PBX).
+func startSippCalls(t *testing.T, file string, life time.Duration, calls int, keys ...string) *sippRun {
+	t.Helper()
 	bin := needBin(t, "sipp", "sip-tester")
 	xml, err := filepath.Abs(filepath.Join("sipp", file))
 	if err != nil {
 		t.Fatal(err)
 	}
 	base := freePorts(t, 8)
-	r := &sippRun{t: t, dir: t.TempDir(), sipPort: base, mediaPort: base + 2, extraPort: base + 6}
+	r := &sippRun{t: t, dir: t.TempDir(), sipPort: base, mediaPort: base + 2, extraPort: base + 6, calls: calls}
 	args := []string{"-sf", xml, "-i", "127.0.0.1", "-p", fmt.Sprint(r.sipPort), "-mp", fmt.Sprint(r.mediaPort),
-		"-rtp_echo", "-m", "1", "-nostdin", "-timeout", fmt.Sprintf("%ds", int(life.Seconds())),
+		"-rtp_echo", "-m", fmt.Sprint(calls), "-nostdin", "-timeout", fmt.Sprintf("%ds", int(life.Seconds())),
 		"-trace_msg", "-message_file", filepath.Join(r.dir, "messages.log"),
 		"-trace_screen", "-screen_file", filepath.Join(r.dir, "screen.log"),
 		"-trace_err", "-error_file", filepath.Join(r.dir, "errors.log")}
@@ -159,8 +167,8 @@ func (r *sippRun) sippPassed(timeout time.Duration) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	if ok, failed := sippCount(string(screen), "Successful call"), sippCount(string(screen), "Failed call"); ok != 1 || failed != 0 {
-		r.t.Errorf("sipp counted %d successful and %d failed calls, want 1 and 0", ok, failed)
+	if ok, failed := sippCount(string(screen), "Successful call"), sippCount(string(screen), "Failed call"); ok != r.calls || failed != 0 {
+		r.t.Errorf("sipp counted %d successful and %d failed calls, want %d and 0", ok, failed, r.calls)
 	}
 }
 
@@ -498,5 +506,28 @@ func TestSippReinviteAfterBye(t *testing.T) {
 	r.sippPassed(15 * time.Second)
 	if rec := r.record(); rec.EndedBy != "caller" {
 		t.Errorf("record ended_by %q, want caller", rec.EndedBy)
+	}
+}
+
+// TestSippRefer: sipp plays an agent who transfers the caller (REFER to
+// 2001 on the same PBX). sipp checks ponte's 202 and the two NOTIFYs (100,
+// then 200) and the BYE to the agent; the caller keeps hearing its own
+// tone echoed by the new leg, and Meta is asked for nothing new.
+func TestSippRefer(t *testing.T) {
+	t.Parallel()
+	r := startSippCalls(t, "refer.xml", 60*time.Second, 2)
+	caller := r.call(true)
+	acc := caller.AcceptRespondedAt()
+	r.sleepUntil(caller, acc.Add(6*time.Second)) // REFER at +2 s, the new leg up well before +4 s
+	r.keepsReceiving(caller, acc.Add(4*time.Second), acc.Add(6*time.Second), 0.95)
+	r.hears(caller, acc.Add(4*time.Second), "the transfer target's echo")
+	r.hangup(caller)
+	r.sippPassed(15 * time.Second)
+	if a := actions(requests(r.env, caller.ID())); a != "pre_accept,accept" {
+		t.Errorf("Graph requests %q: a transfer must not touch the Meta side", a)
+	}
+	rec := r.record()
+	if len(rec.Transfers) != 1 || rec.Transfers[0].Result != "200" || !strings.Contains(rec.Target+rec.Attempts[len(rec.Attempts)-1].Target, "2001") {
+		t.Errorf("record transfers %+v attempts %+v", rec.Transfers, rec.Attempts)
 	}
 }
