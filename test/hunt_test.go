@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sim/scenario"
 	"github.com/ponte-gw/ponte/sim/wasim"
+	"github.com/ponte-gw/ponte/store"
 )
 
 // deptToneHz is the default department's tone, so the caller can tell which
@@ -180,6 +182,7 @@ func TestClosedHours(t *testing.T) {
 			}
 			defer bot.Close()
 			env := startEnv(t, scenario.Options{Configure: func(c *config.Config) {
+				c.API.Token = apiToken
 				c.SIP.Trunks = append(c.SIP.Trunks, config.Trunk{Name: "bots", Address: bot.Addr().String(), Transport: "udp", Codecs: []string{"PCMU"}})
 				r := c.Routes["support"]
 				r.Hours = &config.Hours{Timezone: "UTC", Weekly: map[string][]string{"daily": {"00:00-23:59"}}, Holidays: []config.Holiday{{Date: today}}}
@@ -228,6 +231,21 @@ func TestClosedHours(t *testing.T) {
 			}
 			if recs[0].Outcome != want {
 				t.Errorf("outcome %q, want %q", recs[0].Outcome, want)
+			}
+			if tc.closed {
+				return
+			}
+			// The rejected call's stored record, as supervisors see it.
+			code, body := apiGet(t, env, "/api/calls?outcome=rejected")
+			var page struct {
+				Calls []store.Call `json:"calls"`
+			}
+			if err := json.Unmarshal(body, &page); code != 200 || err != nil || len(page.Calls) != 1 {
+				t.Fatalf("rejected calls: %d %v %s", code, err, body)
+			}
+			if c := page.Calls[0]; c.EndReason != "closed" || c.Route != "support" || c.Protocol == "" || c.Offered.IsZero() || c.Ended.IsZero() ||
+				len(c.Attempts) != 0 || c.EndedBy != store.EndedBySystem || c.WACID != caller.ID() {
+				t.Errorf("closed-hours record: %+v", c)
 			}
 		})
 	}
