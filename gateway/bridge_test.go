@@ -332,3 +332,23 @@ func TestBridgePlaysLocalAudioThenPBX(t *testing.T) {
 		t.Errorf("after the agent answered Meta heard the PBX's 1000 Hz in %.1f%% of frames", r*100)
 	}
 }
+
+// TestDirectionStaleTick: a playout tick stamped before the stream opened
+// (its value waited in the ticker's channel while SetPBX opened the stream)
+// must not wrap the slot count and silence the direction for good.
+func TestDirectionStaleTick(t *testing.T) {
+	out := newMemLeg()
+	d := newDirection("to_pbx", out, 1, 50)
+	d.silence = []byte{0xff}
+	start := time.Now()
+	d.mu.Lock()
+	d.openAt(start)
+	d.mu.Unlock()
+	d.tick(start.Add(-45 * time.Millisecond))
+	for i := 1; i <= 10; i++ {
+		d.tick(start.Add(time.Duration(i) * frameDur))
+	}
+	if n := len(out.packets()); n < 10 || n > 12 {
+		t.Fatalf("%d packets in 200 ms after a stale tick, want about 10", n)
+	}
+}

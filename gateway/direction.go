@@ -236,7 +236,11 @@ func (d *direction) tick(now time.Time) {
 // arrives while playout is holding for it, so a late packet leaves at once
 // rather than on the next 20 ms tick.
 func (d *direction) tickLocked(now time.Time) {
-	if !d.open {
+	if !d.open || now.Before(d.start) {
+		// A tick stamped before the stream opened (the ticker's value waited
+		// while another goroutine opened the stream): nothing is due yet. A
+		// negative elapsed time would wrap the slot count to ~2^32 and
+		// silence the direction for good.
 		return
 	}
 	d.now = now
