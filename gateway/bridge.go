@@ -118,6 +118,7 @@ type Bridge struct {
 	toMeta *direction // source PBX, sink Meta
 
 	ctx     context.Context           // the bridge's lifetime (Start)
+	work    time.Duration             // time the playout clock spent in both directions (codecs, mostly); read after Wait
 	fail    func(error)               // ends the call when a goroutine dies
 	infoOut func(rune, time.Duration) // sends a digit to the PBX as SIP INFO
 	wg      sync.WaitGroup
@@ -369,6 +370,11 @@ func (b *Bridge) Stop() {
 // Wait waits for every goroutine of the bridge.
 func (b *Bridge) Wait() { b.wg.Wait() }
 
+// Work is the time the playout clock spent producing both directions:
+// decoding, re-encoding and packetising, nearly all of it CPU (the clock
+// never waits on I/O inside a tick). Call it after Wait.
+func (b *Bridge) Work() time.Duration { return b.work }
+
 // Stats returns counters for both directions.
 func (b *Bridge) Stats() (toPBX, toMeta DirStats) {
 	return b.toPBX.snapshot(), b.toMeta.snapshot()
@@ -403,8 +409,10 @@ func (b *Bridge) playout(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			start := time.Now()
 			b.toPBX.tick(now)
 			b.toMeta.tick(now)
+			b.work += time.Since(start)
 		}
 	}
 }

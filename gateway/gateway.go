@@ -427,7 +427,8 @@ type Record struct {
 	// Mode is the hunting mode; Hours why the route was open or closed;
 	// Hook what the routing hook decided (or why the static route was used).
 	Mode, Hours, Hook string
-	Queue             string // queue mode: how long the caller waited, over how many rounds
+	Queue             string        // queue mode: how long the caller waited, over how many rounds
+	MediaWork         time.Duration // time the bridge's playout clock worked (codecs), see Bridge.Work
 	// AnsweredBy is the agent who answered and AgentSource where that came
 	// from (X-Agent header, P-Asserted-Identity, Contact).
 	AnsweredBy, AgentSource string

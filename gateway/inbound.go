@@ -195,6 +195,7 @@ func (c *call) connect() error {
 		}
 		c.bridge.Wait()
 		c.rec.ToPBX, c.rec.ToMeta = c.bridge.Stats()
+		c.rec.MediaWork = c.bridge.Work()
 	}()
 
 	// Watch the WhatsApp leg for the whole call: ICE/DTLS failure ends it.

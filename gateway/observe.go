@@ -35,12 +35,14 @@ type Observer interface {
 	SIPResponse(method string, code int, direction string)
 	TrunkState(trunk string, up bool)
 	StoreError(op string)
+	TranscodeCPU(d time.Duration)
 }
 
 // NopObserver observes nothing: the default when Deps.Observer is nil.
 type NopObserver struct{}
 
 func (NopObserver) StoreError(string)                          {}
+func (NopObserver) TranscodeCPU(time.Duration)                 {}
 func (NopObserver) CallOffered(string, string)                 {}
 func (NopObserver) CallRefused(string, string, string)         {}
 func (NopObserver) CallSetup(string, string, time.Duration)    {}
@@ -119,6 +121,9 @@ func (g *Gateway) callEnded(c *call) {
 			g.obs.SIPResponse("INVITE", 200, "in")
 		}
 	}
+	// The playout clock's work: the transcoding cost of the call (near
+	// zero in Opus passthrough).
+	g.obs.TranscodeCPU(rec.MediaWork)
 	g.obs.CallEnded(mc)
 }
 
