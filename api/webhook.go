@@ -3,9 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ponte-gw/ponte/internal/signing"
 	"github.com/ponte-gw/ponte/store"
 )
 
@@ -26,8 +24,8 @@ import (
 // the event id (delivery is at-least-once: a crash between the receiver's 200
 // and our bookkeeping sends the event again).
 const (
-	HeaderSignature = "X-Ponte-Signature" // sha256=<hex>
-	HeaderTimestamp = "X-Ponte-Timestamp" // Unix seconds of this attempt
+	HeaderSignature = signing.HeaderSignature // sha256=<hex>
+	HeaderTimestamp = signing.HeaderTimestamp // Unix seconds of this attempt
 	HeaderEventID   = "X-Ponte-Event-Id"
 	HeaderEvent     = "X-Ponte-Event" // call.offered, ...
 )
@@ -39,13 +37,7 @@ var (
 )
 
 // Sign returns the X-Ponte-Signature value for a body sent at ts.
-func Sign(secret, ts string, body []byte) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts))
-	m.Write([]byte("."))
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
-}
+func Sign(secret, ts string, body []byte) string { return signing.Sign(secret, ts, body) }
 
 // VerifyWebhook is what a receiver runs: the signature must match and the
 // timestamp be within tolerance of now (5 minutes is usual).
@@ -58,7 +50,7 @@ func VerifyWebhook(secret string, h http.Header, body []byte, now time.Time, tol
 	if d := now.Sub(time.Unix(sec, 0)); d > tolerance || d < -tolerance {
 		return fmt.Errorf("%w: %s off", ErrStale, d)
 	}
-	if !hmac.Equal([]byte(h.Get(HeaderSignature)), []byte(Sign(secret, ts, body))) {
+	if !signing.Valid(secret, h.Get(HeaderSignature), ts, body) {
 		return ErrSignature
 	}
 	return nil
@@ -213,13 +205,11 @@ func (d *Deliverer) post(ctx context.Context, ev store.Event) (time.Duration, er
 	if err != nil {
 		return 0, err
 	}
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "ponte-events/1")
 	req.Header.Set(HeaderEvent, string(ev.Type))
 	req.Header.Set(HeaderEventID, ev.ID)
-	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, Sign(d.c.Secret, ts, ev.Body))
+	signing.SetHeaders(req.Header, d.c.Secret, ev.Body, time.Now())
 	resp, err := d.c.Client.Do(req)
 	if err != nil {
 		return 0, err

@@ -3,17 +3,15 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ponte-gw/ponte/internal/signing"
 )
 
 // The routing hook: before ringing anyone, ponte may ask the business's CRM
@@ -80,28 +78,11 @@ type hookClient struct {
 // maxHookReply bounds what ponte reads from the hook.
 const maxHookReply = 64 << 10
 
-// hookSignature is the value of X-Ponte-Signature: HMAC-SHA256 over the
-// timestamp, a dot and the body, so a captured request cannot be replayed
-// later with a fresh timestamp (the receiver checks both).
-func hookSignature(secret []byte, ts string, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
-}
-
 // VerifyHookSignature is the receiver's check, for CRM developers and tests:
-// the signature must match and the timestamp be within skew of now.
+// the signature must match and the timestamp be within skew of now. The
+// scheme is the one of ponte's event webhooks (package signing).
 func VerifyHookSignature(secret []byte, sig, ts string, body []byte, now time.Time, skew time.Duration) bool {
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return false
-	}
-	if d := now.Sub(time.Unix(sec, 0)); d > skew || d < -skew {
-		return false
-	}
-	return hmac.Equal([]byte(sig), []byte(hookSignature(secret, ts, body)))
+	return signing.Fresh(ts, now, skew) && signing.Valid(string(secret), sig, ts, body)
 }
 
 // ask POSTs the request and decodes the reply. Any error means: use the
@@ -117,10 +98,8 @@ func (h *hookClient) ask(ctx context.Context, req HookRequest, now time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	ts := strconv.FormatInt(now.Unix(), 10)
 	hr.Header.Set("Content-Type", "application/json")
-	hr.Header.Set("X-Ponte-Timestamp", ts)
-	hr.Header.Set("X-Ponte-Signature", hookSignature(h.secret, ts, body))
+	signing.SetHeaders(hr.Header, string(h.secret), body, now)
 	res, err := h.http.Do(hr)
 	if err != nil {
 		if ctx.Err() != nil {

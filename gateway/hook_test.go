@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ponte-gw/ponte/internal/signing"
 )
 
 func TestHookClient(t *testing.T) {
@@ -79,7 +81,7 @@ func TestVerifyHookSignature(t *testing.T) {
 	secret, body := []byte("s"), []byte(`{"a":1}`)
 	now := time.Unix(1_800_000_000, 0)
 	ts := "1800000000"
-	sig := hookSignature(secret, ts, body)
+	sig := signing.Sign(string(secret), ts, body)
 	if !VerifyHookSignature(secret, sig, ts, body, now, time.Minute) {
 		t.Fatal("a good signature was refused")
 	}
