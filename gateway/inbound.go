@@ -82,13 +82,25 @@ func (e endCause) Error() string   { return e.err.Error() }
 func (e endCause) Unwrap() []error { return []error{e.err, e.cc} }
 
 func (c *call) withReason(err error) error {
-	r := classify(err).reason
+	return endCause{err: err, cc: sip.CancelCause{Reason: c.reasonFor(err)}}
+}
+
+// reasonFor is the Reason header (RFC 3326) of the BYE or CANCEL an end
+// cause sends: the error table's, or for the user's hang-up, what Meta's
+// terminate webhook said.
+func (c *call) reasonFor(err error) sip.Reason {
 	if errors.Is(err, ErrCallerHangup) {
 		c.termMu.Lock()
-		r = terminateReason(c.termStatus, c.termCodes)
-		c.termMu.Unlock()
+		defer c.termMu.Unlock()
+		return terminateReason(c.termStatus, c.termCodes)
 	}
-	return endCause{err: err, cc: sip.CancelCause{Reason: r}}
+	return classify(err).reason
+}
+
+// metaLeg is what the call needs of the WhatsApp media leg to accept.
+type metaLeg interface {
+	WaitConnected(context.Context) error
+	EnableSend()
 }
 
 // metaTerminated handles Meta's terminate webhook: the user hung up, or Meta
@@ -255,10 +267,7 @@ func (c *call) connect() error {
 // try rings one attempt of the hunt. When it answers, the call goes on
 // there to its end (answered is true and err is how the call ended);
 // otherwise err says why the attempt failed.
-func (c *call) try(router *route.Router, i int, at attempt, leg interface {
-	WaitConnected(context.Context) error
-	EnableSend()
-}, rtpSess *sip.RTPSession, deadline time.Time) (answered bool, err error) {
+func (c *call) try(router *route.Router, i int, at attempt, leg metaLeg, rtpSess *sip.RTPSession, deadline time.Time) (answered bool, err error) {
 	ar := AttemptRecord{Kind: at.kind, Agent: at.agent, Target: at.target.URI, Trunk: at.trunk.Name, Started: time.Now()}
 	dlg, md, err := c.dialTarget(at, &ar, leg, rtpSess, deadline)
 	ar.Ended, ar.Result = time.Now(), attemptResult(err)
@@ -281,10 +290,7 @@ func (c *call) try(router *route.Router, i int, at attempt, leg interface {
 // accepted at once and hears the queue's music or ringback while the
 // targets ring in turn, round after round, up to the queue time; then the
 // default department; then the closing announcement and the end.
-func (c *call) queueHunt(router *route.Router, q *config.Queue, plan []attempt, leg interface {
-	WaitConnected(context.Context) error
-	EnableSend()
-}, rtpSess *sip.RTPSession, acceptBy time.Time) error {
+func (c *call) queueHunt(router *route.Router, q *config.Queue, plan []attempt, leg metaLeg, rtpSess *sip.RTPSession, acceptBy time.Time) error {
 	if err := c.bridge.PlayToMeta(c.queueAudio(q)); err != nil {
 		return fmt.Errorf("%w: queue audio: %v", ErrSIP, err)
 	}
@@ -342,10 +348,7 @@ hunt:
 // dialTarget rings one target until it answers (the 200 is ACKed by package
 // sip), fails, or runs out of time: its ring timeout, its no-provisional
 // timeout, or Meta's accept deadline, whichever comes first.
-func (c *call) dialTarget(at attempt, ar *AttemptRecord, leg interface {
-	WaitConnected(context.Context) error
-	EnableSend()
-}, rtpSess *sip.RTPSession, acceptBy time.Time) (*sip.Dialog, *sip.MediaDesc, error) {
+func (c *call) dialTarget(at attempt, ar *AttemptRecord, leg metaLeg, rtpSess *sip.RTPSession, acceptBy time.Time) (*sip.Dialog, *sip.MediaDesc, error) {
 	target, trunk := at.target, at.trunk
 	if !c.g.TrunkUp(trunk.Name) {
 		return nil, nil, fmt.Errorf("%w: %s", ErrTrunkDown, trunk.Name)
@@ -446,23 +449,14 @@ wait:
 }
 
 // afterAnswer takes the call from the PBX's 200 to its end.
-func (c *call) afterAnswer(leg interface {
-	WaitConnected(context.Context) error
-	EnableSend()
-}, rtpSess *sip.RTPSession, dlg *sip.Dialog, md *sip.MediaDesc, trunk *config.Trunk, acceptBy time.Time) (err error) {
+func (c *call) afterAnswer(leg metaLeg, rtpSess *sip.RTPSession, dlg *sip.Dialog, md *sip.MediaDesc, trunk *config.Trunk, acceptBy time.Time) (err error) {
 	defer func() {
 		if errors.Is(err, ErrPBXHangup) {
 			return
 		}
-		r := classify(err).reason
-		if errors.Is(err, ErrCallerHangup) {
-			c.termMu.Lock()
-			r = terminateReason(c.termStatus, c.termCodes)
-			c.termMu.Unlock()
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if berr := dlg.Bye(ctx, r); berr != nil {
+		if berr := dlg.Bye(ctx, c.reasonFor(err)); berr != nil {
 			c.log.Warn("BYE to the PBX failed", "err", berr)
 		}
 	}()
@@ -545,11 +539,10 @@ func (c *call) afterAnswer(leg interface {
 
 // startPBXMedia points RTP at the PBX's answer and opens the bridge.
 func (c *call) startPBXMedia(rtpSess *sip.RTPSession, md *sip.MediaDesc, trunk *config.Trunk) error {
-	pm, ok := pbxMediaFromAnswer(md, trunk.Codecs)
+	pm, ok := pbxMediaFor(md, trunk)
 	if !ok {
 		return fmt.Errorf("%w: the PBX answered no codec of %v", ErrSIP, trunk.Codecs)
 	}
-	pm.DTMFMode = dtmfMode(trunk.DTMF, pm.DTMFPT)
 	rtpSess.SetRemote(md.Addr)
 	c.rec.Codec, c.rec.DTMFMode = pm.Codec, pm.DTMFMode
 	return c.bridge.SetPBX(pm)
@@ -557,10 +550,7 @@ func (c *call) startPBXMedia(rtpSess *sip.RTPSession, md *sip.MediaDesc, trunk *
 
 // acceptMeta waits for DTLS, sends accept with the pre_accept SDP and opens
 // media toward Meta only once accept returned 200.
-func (c *call) acceptMeta(leg interface {
-	WaitConnected(context.Context) error
-	EnableSend()
-}, acceptBy time.Time) error {
+func (c *call) acceptMeta(leg metaLeg, acceptBy time.Time) error {
 	if c.accepted {
 		return nil
 	}

@@ -27,11 +27,10 @@ func (c *call) wireLeg(l *pbxLeg) {
 		if st.Desc == nil || strings.EqualFold(st.Codec.Name, c.rec.Codec) {
 			return
 		}
-		pm, ok := pbxMediaFromAnswer(st.Desc, l.trunk.Codecs)
+		pm, ok := pbxMediaFor(st.Desc, l.trunk)
 		if !ok {
 			return // package sip answered 488 to a codec the trunk does not allow
 		}
-		pm.DTMFMode = dtmfMode(l.trunk.DTMF, pm.DTMFPT)
 		if err := c.bridge.SetPBX(pm); err != nil {
 			c.log.Error("codec change failed", "codec", pm.Codec, "err", err)
 			return

@@ -3,6 +3,7 @@ package gateway
 import (
 	"strings"
 
+	"github.com/ponte-gw/ponte/config"
 	"github.com/ponte-gw/ponte/sip"
 )
 
@@ -30,4 +31,12 @@ func pbxMediaFromAnswer(md *sip.MediaDesc, allowed []string) (pbxMedia, bool) {
 		}
 	}
 	return pm, true
+}
+
+// pbxMediaFor is what the bridge needs from a PBX answer on trunk t: the
+// codecs the trunk allows, and how DTMF travels on that leg.
+func pbxMediaFor(md *sip.MediaDesc, t *config.Trunk) (pbxMedia, bool) {
+	pm, ok := pbxMediaFromAnswer(md, t.Codecs)
+	pm.DTMFMode = dtmfMode(t.DTMF, pm.DTMFPT)
+	return pm, ok
 }

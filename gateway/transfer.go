@@ -128,13 +128,12 @@ func (c *call) dialAndSwap(at attempt) (*pbxLeg, error) {
 	dlg, md, err := c.dialTarget(at, &ar, nil, sess, time.Time{})
 	if err == nil {
 		var ok bool
-		if pm, ok = pbxMediaFromAnswer(md, at.trunk.Codecs); !ok {
+		if pm, ok = pbxMediaFor(md, at.trunk); !ok {
 			err = fmt.Errorf("%w: the target answered no codec of %v", ErrSIP, at.trunk.Codecs)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = dlg.Bye(ctx, sip.Reason{Protocol: "SIP", Cause: 488, Text: "Not Acceptable Here"})
 			cancel()
 		} else {
-			pm.DTMFMode = dtmfMode(at.trunk.DTMF, pm.DTMFPT)
 			sess.SetRemote(md.Addr)
 			err = c.bridge.SwapPBX(sess, pm)
 		}
