@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"log/slog"
-	"math"
 	"net"
 	"sync"
 	"testing"
@@ -95,37 +94,6 @@ func source(ctx context.Context, l *memLeg, codec string, pt uint8, freq float64
 	}
 }
 
-// toneRatio decodes what a leg received and returns the share of 20 ms frames
-// that carry freq within ±3 dB of -12 dBFS.
-func toneRatio(t *testing.T, pkts []sentPkt, skip int, codec string, pt uint8, freq float64) float64 {
-	t.Helper()
-	dec, err := transcode.NewDecoder(codec, 8000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcm := make([]int16, 960)
-	good, total := 0, 0
-	for i, p := range pkts {
-		if p.h.PayloadType != pt {
-			continue
-		}
-		n, err := dec.Decode(p.payload, pcm)
-		if err != nil || n == 0 || i < skip {
-			continue // decode from the first packet so the decoder state is right
-		}
-		total++
-		if lvl := transcode.ToneLevelDBFS(pcm[:n], 8000, freq); math.Abs(lvl-(-12)) <= 3 {
-			good++
-		} else if testing.Verbose() {
-			t.Logf("seq %d ts %d len %d: %.1f dBFS", p.h.SequenceNumber, p.h.Timestamp, len(p.payload), lvl)
-		}
-	}
-	if total == 0 {
-		return 0
-	}
-	return float64(good) / float64(total)
-}
-
 func TestBridgeTranscodesBothWaysAndKeepsOneStream(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	for _, codec := range []string{"PCMU", "PCMA", "opus"} {
@@ -191,10 +159,10 @@ func TestBridgeTranscodesBothWaysAndKeepsOneStream(t *testing.T) {
 			}
 			// The first 25 frames are not counted: the encoders start there.
 			// 3 s with one source switch: at most 3 frames around the switch may miss.
-			if r := toneRatio(t, toMeta, 25, "opus", metaPT, 1000); r < 0.97 {
+			if r := pcmRatio(t, toMeta, 25, "opus", metaPT, 1000); r < 0.97 {
 				t.Errorf("Meta heard the PBX tone in %.1f%% of frames", r*100)
 			}
-			if r := toneRatio(t, pbx.packets(), 25, codec, pt, 440); r < 0.98 {
+			if r := pcmRatio(t, pbx.packets(), 25, codec, pt, 440); r < 0.98 {
 				t.Errorf("the PBX heard the caller tone in %.1f%% of frames", r*100)
 			}
 			if got := float64(len(toMeta)) / 3.0; got < 45 {
@@ -322,13 +290,13 @@ func TestBridgePlaysLocalAudioThenPBX(t *testing.T) {
 		return
 	}
 	before, after := toMeta[:switchAt], toMeta[switchAt:]
-	if r := toneRatio(t, before, 10, "opus", metaPT, 425); r < 0.95 {
+	if r := pcmRatio(t, before, 10, "opus", metaPT, 425); r < 0.95 {
 		t.Errorf("before the agent answered Meta heard the local 425 Hz in %.1f%% of frames", r*100)
 	}
-	if r := toneRatio(t, before, 10, "opus", metaPT, 1000); r > 0 {
+	if r := pcmRatio(t, before, 10, "opus", metaPT, 1000); r > 0 {
 		t.Errorf("the PBX's audio reached Meta before SetPBX (%.1f%% of frames)", r*100)
 	}
-	if r := toneRatio(t, after, 10, "opus", metaPT, 1000); r < 0.95 {
+	if r := pcmRatio(t, after, 10, "opus", metaPT, 1000); r < 0.95 {
 		t.Errorf("after the agent answered Meta heard the PBX's 1000 Hz in %.1f%% of frames", r*100)
 	}
 }

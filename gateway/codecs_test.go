@@ -237,7 +237,7 @@ func TestBridgePBXCodecs(t *testing.T) {
 					t.Fatalf("packet %d toward Meta: timestamp step %d", i, p.h.Timestamp-toMeta[i-1].h.Timestamp)
 				}
 			}
-			if r := toneRatio(t, toMeta, 25, "opus", metaPT, 1000); r < 0.97 {
+			if r := pcmRatio(t, toMeta, 25, "opus", metaPT, 1000); r < 0.97 {
 				t.Errorf("Meta heard the PBX tone in %.1f%% of frames", r*100)
 			}
 			if r := pcmRatio(t, toPBX, 25, c.media.Codec, c.media.PT, 440); r < 0.97 {
