@@ -49,7 +49,7 @@ test-unit:
 # at a time so the timing they assert is the gateway's, not the test runner's.
 test-media:
 	$(GO) test -tags $(TAGS) -count=1 -p 1 -timeout 30m ./gateway/ ./test/
-	$(GO) test -tags $(TAGS) -count=1 -run 'Alloc' ./sip/ ./transcode/
+	$(GO) test -tags $(TAGS) -count=1 -run 'Alloc' ./sip/ ./transcode/ ./webrtc/
 
 # Every fuzz target runs briefly (FUZZTIME executions each) so CI catches
 # crashers in the parsers of outside input; run longer with FUZZTIME=5000000x.

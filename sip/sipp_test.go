@@ -16,7 +16,7 @@ import (
 func TestSippInterop(t *testing.T) {
 	bin, err := exec.LookPath("sipp")
 	if err != nil {
-		t.Skip("sipp binary not installed (make deps installs sip-tester): ", err)
+		t.Fatal("sipp not found: `make test` installs Debian's sip-tester (scripts/deps.sh test): ", err)
 	}
 	sipPort := freeUDPPort(t)
 	mediaPort := freeUDPPort(t)

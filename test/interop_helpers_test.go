@@ -50,7 +50,8 @@ func needBin(t *testing.T, name, pkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Skipf("%s not installed (Debian package %s; `make test` installs it): %v", name, pkg, err)
+		// Not a skip: a check that silently does not run is a defect.
+		t.Fatalf("%s not found (Debian package %s): `make test` installs it (scripts/deps.sh test, as root), or `apt-get install -y %s`: %v", name, pkg, pkg, err)
 	}
 	return p
 }

@@ -188,7 +188,7 @@ func kamEvents(log, callID string) []kamEvent {
 // group, for its forked children) in the test's cleanup.
 func startKamailio(t *testing.T, dir string, port, pbxPort int) *peer {
 	t.Helper()
-	bin := mustBin(t, "kamailio", "kamailio")
+	bin := needBin(t, "kamailio", "kamailio")
 	cfg := filepath.Join(dir, "kamailio.cfg")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(kamailioCfg, port, pbxPort)), 0o644); err != nil {
 		t.Fatal(err)
@@ -245,8 +245,8 @@ func startKamailio(t *testing.T, dir string, port, pbxPort int) *peer {
 // both, ponte's ACK and BYE and the PBX's BYE go through kamailio (ponte
 // honours the route set, RFC 3261 §12.2.1.1), as do the 200s to the BYEs.
 func TestKamailioRouteSet(t *testing.T) {
-	sippBin := mustBin(t, "sipp", "sip-tester")
-	mustBin(t, "kamailio", "kamailio")
+	sippBin := needBin(t, "sipp", "sip-tester")
+	needBin(t, "kamailio", "kamailio")
 	for _, tc := range []struct {
 		name   string
 		tail   string

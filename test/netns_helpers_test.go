@@ -21,18 +21,6 @@ import (
 	"time"
 )
 
-// mustBin returns the path of a tool the test cannot run without. Unlike
-// needBin it fails: scripts/deps.sh installs these, so a missing one is a
-// broken machine, not an optional peer.
-func mustBin(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found (Debian package %s): run `scripts/deps.sh test` as root, or `apt-get install -y %s`: %v", name, pkg, pkg, err)
-	}
-	return p
-}
-
 // mustRoot fails unless the test runs as root: network namespaces, veths
 // and nftables need CAP_NET_ADMIN.
 func mustRoot(t *testing.T) {
@@ -87,8 +75,8 @@ type natLab struct {
 func newNATLab(t *testing.T) *natLab {
 	t.Helper()
 	mustRoot(t)
-	ip := mustBin(t, "ip", "iproute2")
-	nft := mustBin(t, "nft", "nftables")
+	ip := needBin(t, "ip", "iproute2")
+	nft := needBin(t, "nft", "nftables")
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)
@@ -249,7 +237,7 @@ type nsProc struct {
 // execs bin in place: the PID is bin's).
 func startInNS(t *testing.T, name, ns, bin string, args ...string) *nsProc {
 	t.Helper()
-	ip := mustBin(t, "ip", "iproute2")
+	ip := needBin(t, "ip", "iproute2")
 	p := &nsProc{name: name, done: make(chan struct{}), notify: make(chan struct{}, 1)}
 	p.cmd = exec.Command(ip, append([]string{"netns", "exec", ns, bin}, args...)...)
 	p.cmd.Stderr = &p.stderr
