@@ -435,7 +435,10 @@ func TestRetryTable(t *testing.T) {
 	if r := got["connect"]; r.Retried || r.AlreadyIsSuccess || retryRule("connect").Retried || retryRule("bogus").Retried {
 		t.Errorf("connect: %+v", r)
 	}
-	if len(got) != 6 || !got["call_permissions"].Retried || got["call_permissions"].AlreadyIsSuccess {
+	if r := got["messages"]; r.Action != "messages" || r.Retried || retryRule("messages").Retried {
+		t.Errorf("messages: %+v", r)
+	}
+	if len(got) != 7 || !got["call_permissions"].Retried || got["call_permissions"].AlreadyIsSuccess {
 		t.Errorf("table has %d actions", len(got))
 	}
 }

@@ -1,10 +1,13 @@
 // Package whatsapp is ponte's side of the WhatsApp Business Calling API (Cloud API "Calling"):
 // the webhook http.Handler (verification, HMAC signature, tolerant parsing, dedupe, tombstones,
-// per-call serial delivery) and the Graph API client for POST /{phone-number-id}/calls.
+// per-call serial delivery) and the Graph API client for POST /{phone-number-id}/calls,
+// GET /{phone-number-id}/call_permissions and call permission requests on POST
+// /{phone-number-id}/messages.
 //
 // It knows nothing about SIP or media: SDP is carried as an opaque string.
 //
-// Spec: /work/shared/reference/whatsapp-calling-api.md (§2 webhooks, §3 Graph API, §8 items 1–7).
+// Spec: /work/shared/reference/whatsapp-calling-api.md (§2 webhooks, §3 Graph API, §4.2 permission
+// requests, §8 items 1–7 and 25).
 package whatsapp
 
 import (
@@ -25,6 +28,11 @@ const (
 	EventTerminate                        // calls[].event == "terminate"
 	EventStatus                           // statuses[].type == "call" (BIC RINGING/ACCEPTED/REJECTED)
 	EventPermissionReply                  // messages field, interactive.call_permission_reply
+	// EventMessage is a message from the user on the messages field that is not a
+	// call_permission_reply (text, media, button/list replies, ...). It opens or refreshes the
+	// 24 h customer-service window (ref §7), inside which a free-form interactive permission
+	// request may be sent (ref §4.2). Delivery statuses of our own messages are not this kind.
+	EventMessage
 )
 
 func (k EventKind) String() string {
@@ -37,6 +45,8 @@ func (k EventKind) String() string {
 		return "status"
 	case EventPermissionReply:
 		return "permission_reply"
+	case EventMessage:
+		return "message"
 	default:
 		return "unknown"
 	}
@@ -95,7 +105,7 @@ type CallEvent struct {
 	StartTime, EndTime time.Time
 	Errors             []CallError      // value.errors[] then the element's own errors[]
 	Permission         *PermissionReply // for EventPermissionReply
-	MessageID          string           // messages[].id (wamid) for messages-field events
+	MessageID          string           // messages[].id (wamid) for messages-field events (EventPermissionReply, EventMessage)
 	Raw                json.RawMessage  // EventUnknown only: the element (or change value) as received
 }
 
@@ -337,11 +347,34 @@ func messageEvent(ev CallEvent, contacts []rawContact, raw json.RawMessage) Call
 			Source:      strings.ToLower(string(r.Source)),
 			ContextID:   string(m.Context.ID),
 		}
+		applyContact(&ev, contacts)
+		return ev
+	}
+	// contacts[] may carry the only identity of a BSUID-only sender (ref §2.2), so it is
+	// applied before deciding whether the element names its sender. For messages the contact
+	// is always the sender's side, whatever the kind.
+	applyContact(&ev, contacts)
+	if userMessage(ev) {
+		ev.Kind = EventMessage
 	} else {
 		ev.Raw = raw
 	}
-	applyContact(&ev, contacts)
 	return ev
+}
+
+// userMessage reports whether a messages[] element that is not a permission reply is
+// something the user sent, which opens the customer-service window (ref §7). Excluded:
+// "system" notices (number or identity changed), which WhatsApp generates and the user
+// did not send; an element naming no sender or no wamid, which identifies nothing; and a
+// call_permission_reply without its reply object, which is malformed rather than a message.
+func userMessage(ev CallEvent) bool {
+	switch {
+	case ev.MessageID == "" || (ev.From == "" && ev.FromUserID == "" && ev.WaID == ""):
+		return false
+	case ev.Event == "system" || ev.Event == "call_permission_reply":
+		return false
+	}
+	return true
 }
 
 // applyContact copies caller-ID fields from the contacts[] entry that belongs to the event's

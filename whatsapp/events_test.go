@@ -286,13 +286,14 @@ func TestParseWebhookUnknownFieldAndErrorsOnly(t *testing.T) {
 	if ev.Kind != EventUnknown || len(ev.Errors) != 1 || ev.Errors[0].Code != 131044 || ev.PhoneNumberID != "p" {
 		t.Errorf("got %+v", ev)
 	}
-	// A text message and a message delivery status on the messages field are unknown to us.
+	// A text message is a user message (EventMessage); a delivery status of our own message on
+	// the messages field is unknown to us.
 	evs, err := ParseWebhook([]byte(valueBody("messages", `{"messages":[{"id":"wamid.1","from":"1","type":"text","text":{"body":"hi"}}],
 		"statuses":[{"id":"wamid.0","status":"delivered","recipient_id":"1"}]}`)))
 	if err != nil || len(evs) != 2 {
 		t.Fatalf("evs=%d err=%v", len(evs), err)
 	}
-	if evs[0].Kind != EventUnknown || evs[0].Event != "text" || evs[0].MessageID != "wamid.1" {
+	if evs[0].Kind != EventMessage || evs[0].Event != "text" || evs[0].MessageID != "wamid.1" || evs[0].Raw != nil {
 		t.Errorf("text message: %+v", evs[0])
 	}
 	if evs[1].Kind != EventUnknown || evs[1].Event != "status" || evs[1].Status != "DELIVERED" {

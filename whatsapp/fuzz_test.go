@@ -32,7 +32,7 @@ func FuzzParseWebhook(f *testing.F) {
 			t.Fatal("parse is not deterministic")
 		}
 		for _, ev := range evs {
-			if ev.Kind < EventUnknown || ev.Kind > EventPermissionReply {
+			if ev.Kind < EventUnknown || ev.Kind > EventMessage {
 				t.Fatalf("kind %d", ev.Kind)
 			}
 			if ev.Event != strings.ToLower(ev.Event) || ev.SDPType != strings.ToLower(ev.SDPType) {
@@ -46,6 +46,10 @@ func FuzzParseWebhook(f *testing.F) {
 			}
 			if ev.Raw != nil && ev.Kind != EventUnknown {
 				t.Fatalf("raw on kind %v", ev.Kind)
+			}
+			if ev.Kind == EventMessage && (ev.Field != "messages" || ev.MessageID == "" ||
+				ev.Event == "call_permission_reply" || ev.Event == "system" || ev.From+ev.FromUserID+ev.WaID == "") {
+				t.Fatalf("message event %+v", ev)
 			}
 			for _, ts := range []time.Time{ev.Timestamp, ev.StartTime, ev.EndTime} {
 				if !ts.IsZero() && (ts.Unix() <= 0 || ts.Unix() > maxUnix) {

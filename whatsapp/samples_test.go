@@ -99,5 +99,7 @@ var fuzzSeeds = []string{
 	valueBody("account_update", `{"event":"ACCOUNT_VIOLATION","violation_info":{"violation_type":"LOW_BUSINESS_INITIATED_CALLING_QUALITY"}}`),
 	callsBody(`{"id":"wacid.X","event":"call_recording_available","timestamp":1671644824}`),
 	callsBody(`{"id":"wacid.X","event":"terminate","status":"completed","duration":"21"}`),
+	valueBody("messages", `{"contacts":[{"wa_id":"1","user_id":"US.1"}],"messages":[{"from":"1","id":"wamid.1","type":"text","text":{"body":"hi"}}],`+
+		`"statuses":[{"id":"wamid.0","status":"failed","recipient_id":"1","errors":[{"code":131026}]}]}`),
 	`{}`, `[]`, `{"entry":"x"}`, `{"entry":[{"changes":[{"field":"calls","value":{"calls":[1,"a",null]}}]}]}`,
 }
