@@ -17,6 +17,7 @@ var mutableCols = []string{
 	"offered", "pre_accepted", "accepted", "answered", "ended",
 	"end_reason", "ended_by", "duration_ms", "meta_status",
 	"meta_errors", "attempts", "transfers", "media", "mos", "updated",
+	"answer_signal",
 }
 
 var allCols = "id, protocol, " + strings.Join(mutableCols, ", ")
@@ -63,6 +64,7 @@ func rowArgs(c *Call) ([]any, error) {
 		nanos(c.Offered), nanos(c.PreAccepted), nanos(c.Accepted), nanos(c.Answered), nanos(c.Ended),
 		c.EndReason, c.EndedBy, c.Duration.Milliseconds(), c.MetaStatus,
 		metaErrors, attempts, transfers, media, mos, nanos(c.Updated),
+		c.AnswerSignal,
 	}, nil
 }
 
@@ -92,7 +94,8 @@ func scanCall(r rowScanner) (*Call, error) {
 		&c.BusinessNumber, &c.PhoneNumberID, &c.Route, &c.Mode, &c.RouteHook, &c.AnsweredBy,
 		&offered, &preAccepted, &accepted, &answered, &ended,
 		&c.EndReason, &c.EndedBy, &durationMs, &c.MetaStatus,
-		&metaErrors, &attempts, &transfers, &media, &mos, &upd)
+		&metaErrors, &attempts, &transfers, &media, &mos, &upd,
+		&c.AnswerSignal)
 	if err != nil {
 		return nil, err
 	}

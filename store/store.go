@@ -37,6 +37,7 @@ var (
 type Store interface {
 	Records
 	Outbox
+	Ledger // call permissions for business-initiated calls (ledger.go)
 	// Ping writes to the database: /readyz uses it ("store writable").
 	Ping(ctx context.Context) error
 	Close() error
@@ -193,6 +194,10 @@ type Call struct {
 	Attempts   []Attempt  `json:"attempts"`
 	Transfers  []Transfer `json:"transfers"`
 	AnsweredBy string     `json:"answered_by,omitempty"` // agent; on outbound calls the agent who placed it
+	// AnswerSignal: on outbound calls, what made ponte answer the PBX:
+	// "accepted" (Meta's ACCEPTED status) or "media" (the user's media,
+	// when outbound.early_media_answers is on).
+	AnswerSignal string `json:"answer_signal,omitempty"`
 
 	Offered     time.Time `json:"offered"`
 	PreAccepted time.Time `json:"pre_accepted,omitzero"`

@@ -88,7 +88,7 @@ func TestRecordsSurviveRestart(t *testing.T) {
 	}
 
 	s2 := openFile(t, path, true)
-	if v, err := s2.SchemaVersion(ctx); err != nil || v != 1 {
+	if v, err := s2.SchemaVersion(ctx); err != nil || v != len(realMigrations(t)) {
 		t.Fatalf("schema version %d, %v", v, err)
 	}
 	got, err := s2.Get(ctx, "pc-1")
@@ -383,42 +383,65 @@ func TestLastAgent(t *testing.T) {
 func TestMigrationIsAtomic(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.db")
 	s := openFile(t, path, false)
-	v1, err := fs.ReadFile(migrationFS, "migrations/0001_init.sql")
-	if err != nil {
-		t.Fatal(err)
+	real := realMigrations(t)
+	n := len(real)
+	if v, _ := s.SchemaVersion(ctx); v != n {
+		t.Fatalf("schema version %d at open, want %d", v, n)
 	}
-	next := fstest.MapFS{
-		"migrations/0001_init.sql":   {Data: v1},
-		"migrations/0002_good.sql":   {Data: []byte(`CREATE TABLE permissions (id TEXT PRIMARY KEY);`)},
-		"migrations/0003_broken.sql": {Data: []byte(`ALTER TABLE calls ADD COLUMN x TEXT; CREATE TABLE oops (;`)},
+	next := fstest.MapFS{}
+	for name, data := range real {
+		next[name] = &fstest.MapFile{Data: data}
 	}
-	if err := s.migrate(ctx, next); !errors.Is(err, ErrMigrationFault) || !strings.Contains(err.Error(), "0003_broken.sql") {
+	good := fmt.Sprintf("migrations/%04d_good.sql", n+1)
+	broken := fmt.Sprintf("migrations/%04d_broken.sql", n+2)
+	next[good] = &fstest.MapFile{Data: []byte(`CREATE TABLE migration_probe (id TEXT PRIMARY KEY);`)}
+	next[broken] = &fstest.MapFile{Data: []byte(`ALTER TABLE calls ADD COLUMN x TEXT; CREATE TABLE oops (;`)}
+	if err := s.migrate(ctx, next); !errors.Is(err, ErrMigrationFault) || !strings.Contains(err.Error(), filepath.Base(broken)) {
 		t.Fatalf("broken migration: %v", err)
 	}
-	if v, _ := s.SchemaVersion(ctx); v != 1 {
-		t.Fatalf("schema version %d after a failed migration, want 1", v)
+	if v, _ := s.SchemaVersion(ctx); v != n {
+		t.Fatalf("schema version %d after a failed migration, want %d", v, n)
 	}
-	var n int
-	if err := s.w.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE name = 'permissions'`).Scan(&n); err != nil || n != 0 {
-		t.Fatalf("0002 applied although 0003 failed: %d %v", n, err)
+	var cnt int
+	if err := s.w.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE name = 'migration_probe'`).Scan(&cnt); err != nil || cnt != 0 {
+		t.Fatalf("%s applied although %s failed: %d %v", good, broken, cnt, err)
 	}
 	if _, err := s.w.Exec(`SELECT x FROM calls`); err == nil {
-		t.Fatal("0003's first statement survived the rollback")
+		t.Fatal("the broken migration's first statement survived the rollback")
 	}
 	// Fixed, both apply; reopening applies nothing more.
-	next["migrations/0003_broken.sql"] = &fstest.MapFile{Data: []byte(`ALTER TABLE calls ADD COLUMN x TEXT;`)}
+	next[broken] = &fstest.MapFile{Data: []byte(`ALTER TABLE calls ADD COLUMN x TEXT;`)}
 	if err := s.migrate(ctx, next); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := s.SchemaVersion(ctx); v != 3 {
-		t.Fatalf("schema version %d, want 3", v)
+	if v, _ := s.SchemaVersion(ctx); v != n+2 {
+		t.Fatalf("schema version %d, want %d", v, n+2)
 	}
 	if err := s.migrate(ctx, next); err != nil {
 		t.Fatal(err)
 	}
+	v1 := real["migrations/0001_init.sql"]
 	// A gap in the numbering is refused before anything runs.
 	gap := fstest.MapFS{"migrations/0001_a.sql": {Data: v1}, "migrations/0003_c.sql": {Data: []byte(`SELECT 1;`)}}
 	if _, err := migrations(gap); !errors.Is(err, ErrMigrationFault) {
 		t.Fatalf("gap: %v", err)
 	}
+}
+
+// realMigrations reads ponte's embedded migrations by path.
+func realMigrations(t *testing.T) map[string][]byte {
+	t.Helper()
+	ents, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	for _, e := range ents {
+		b, err := fs.ReadFile(migrationFS, "migrations/"+e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out["migrations/"+e.Name()] = b
+	}
+	return out
 }
