@@ -165,9 +165,8 @@ func (d *Dialog) buildInDialogLocked(method sip.RequestMethod, cseq uint32) *sip
 	for _, r := range routes {
 		req.AppendHeader(sip.NewHeader("Route", r))
 	}
-	req.AppendHeader(sip.HeaderClone(&d.from))
-	to := sip.HeaderClone(&d.to).(*sip.ToHeader)
-	to.Params.Add("tag", d.remoteTag)
+	from, to := d.fromToLocked()
+	req.AppendHeader(from)
 	req.AppendHeader(to)
 	cid := sip.CallIDHeader(d.callID)
 	req.AppendHeader(&cid)
@@ -180,6 +179,24 @@ func (d *Dialog) buildInDialogLocked(method sip.RequestMethod, cseq uint32) *sip
 	}
 	d.finish(req, dest)
 	return req
+}
+
+// fromToLocked are the From and To of ponte's requests in the dialog
+// (RFC 3261 §12.2.1.1): From is the local URI with the local tag, To the
+// remote URI with the remote tag. d.from and d.to hold the INVITE's From
+// and To, so for a dialog ponte answered (§12.1.1) they swap: the local URI
+// is the INVITE's To, the remote URI its From.
+func (d *Dialog) fromToLocked() (*sip.FromHeader, *sip.ToHeader) {
+	if d.role == roleUAS {
+		from := &sip.FromHeader{DisplayName: d.to.DisplayName, Address: *d.to.Address.Clone(), Params: d.to.Params.Clone()}
+		from.Params.Add("tag", d.localTag)
+		to := &sip.ToHeader{DisplayName: d.from.DisplayName, Address: *d.from.Address.Clone(), Params: d.from.Params.Clone()}
+		to.Params.Add("tag", d.remoteTag)
+		return from, to
+	}
+	to := sip.HeaderClone(&d.to).(*sip.ToHeader)
+	to.Params.Add("tag", d.remoteTag)
+	return sip.HeaderClone(&d.from).(*sip.FromHeader), to
 }
 
 // uriDest is the host:port a request for u is sent to (transport default port

@@ -31,12 +31,16 @@ const (
 	stateEnded
 )
 
-// Dialog is one outbound INVITE dialog (UAC side).
+// Dialog is one INVITE dialog: one ponte placed (UAC, Dial) or one it
+// answered (UAS, IncomingCall.Answer). Everything in the dialog works the
+// same for both; the role decides From/To of ponte's requests (build.go).
 type Dialog struct {
 	ua        *UA
+	role      dialogRole
+	onEnd     func() // runs once when the dialog ends (UAS: leaves the server's registry)
 	trunk     Trunk
-	transport string // "UDP" | "TCP"
-	dest      string // trunk address: next hop of the initial INVITE
+	transport string // "UDP" | "TCP" | "TLS"
+	dest      string // trunk address: next hop of the initial INVITE (UAS: the PBX's source)
 	viaPort   uint16
 	laddr     sip.Addr
 	callID    string
@@ -226,14 +230,16 @@ func (u *UA) sdpAddr(s *RTPSession) netip.AddrPort {
 // CallID is the dialog's Call-ID.
 func (d *Dialog) CallID() string { return d.callID }
 
-// Invite returns the INVITE as last sent (after a digest retry, the retried one).
+// Invite returns the INVITE as last sent (after a digest retry, the retried
+// one); for a dialog ponte answered, the PBX's INVITE.
 func (d *Dialog) Invite() *sip.Request {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.invite
 }
 
-// AckedAt is when the ACK for the 2xx was sent (zero before).
+// AckedAt is when the ACK for the 2xx was sent, or for a dialog ponte
+// answered, received (zero before).
 func (d *Dialog) AckedAt() time.Time {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -592,8 +598,12 @@ func (d *Dialog) end(err error, remote bool, reason string) {
 	d.endErr, d.remoteBye, d.remoteReason = err, remote, reason
 	d.setResultLocked(errOr(err, ErrClosed))
 	close(d.done)
+	onEnd := d.onEnd
 	d.mu.Unlock()
 	d.ua.removeDialog(d)
+	if onEnd != nil {
+		onEnd()
+	}
 }
 
 func errOr(err, def error) error {

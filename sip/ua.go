@@ -1,7 +1,8 @@
 // Package sip is ponte's SIP leg: a sipgo user agent that places outbound
-// calls to PBX trunks (UAC dialogs with digest auth, CANCEL and BYE), answers
-// OPTIONS, and owns plain RTP/AVP sessions with RTCP. It knows nothing about
-// WhatsApp.
+// calls to PBX trunks (UAC dialogs with digest auth, CANCEL and BYE), takes
+// PBX-originated calls (SetServer: trunk and digest checks, UAS dialogs),
+// answers OPTIONS, and owns plain RTP/AVP sessions with RTCP. It knows
+// nothing about WhatsApp.
 package sip
 
 import (
@@ -79,6 +80,7 @@ type UA struct {
 	listeners []listener
 	dialogs   map[string]*Dialog
 	onInvite  InviteHandler
+	inbound   *inbound // H-UAS: SetServer's SIP server (server.go)
 	started   bool
 	closed    bool
 	closing   chan struct{}
@@ -176,7 +178,13 @@ func NewUA(cfg Config) (*UA, error) {
 	u.srv.OnUpdate(u.handleUpdate)
 	u.srv.OnRefer(u.handleRefer)
 	u.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
-		// A CANCEL that matched no INVITE transaction (RFC 3261 §9.2).
+		// A CANCEL that matched no INVITE transaction (RFC 3261 §9.2):
+		// 481, unless it is for a call ponte answered whose transaction
+		// ended with the 2xx (TCP/TLS): 200 and no effect (H-UAS, server.go).
+		if u.inboundServer().cancelAnswered(req) {
+			respond(tx, req, 200, "OK", nil)
+			return
+		}
 		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
 	})
 	return u, nil
@@ -195,7 +203,7 @@ func parseListen(s string) (string, netip.AddrPort, error) {
 }
 
 // OnInvite sets the handler for out-of-dialog INVITEs; without one they get
-// 501 Not Implemented.
+// 501 Not Implemented. SetServer, once called, takes precedence.
 func (u *UA) OnInvite(h InviteHandler) {
 	u.mu.Lock()
 	u.onInvite = h
@@ -318,6 +326,10 @@ func (u *UA) Close() error {
 	for _, d := range u.dialogs {
 		dialogs = append(dialogs, d)
 	}
+	in := u.inbound
+	u.mu.Unlock()
+	in.shutdown() // H-UAS: 503 to unanswered PBX INVITEs while the listeners can still send it
+	u.mu.Lock()
 	u.closeListenersLocked()
 	u.mu.Unlock()
 	u.cancel()
@@ -404,7 +416,7 @@ func (u *UA) unhandledResponse(res *sip.Response) {
 		if d != nil {
 			rt, _ := res.To().Params.Get("tag")
 			d.mu.Lock()
-			other := d.state == stateConfirmed && d.remoteTag != "" && rt != d.remoteTag && res.CSeq().SeqNo == d.inviteCSeq
+			other := d.role == roleUAC && d.state == stateConfirmed && d.remoteTag != "" && rt != d.remoteTag && res.CSeq().SeqNo == d.inviteCSeq
 			d.mu.Unlock()
 			if other {
 				d.forked(res)
@@ -455,8 +467,12 @@ func (u *UA) handleInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	u.mu.Lock()
-	h := u.onInvite
+	h, in := u.onInvite, u.inbound
 	u.mu.Unlock()
+	if in != nil { // H-UAS: PBX-originated calls (server.go)
+		in.serveInvite(req, tx)
+		return
+	}
 	if h == nil {
 		respond(tx, req, 501, "Not Implemented", nil)
 		return
