@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,36 +33,45 @@ type dtmfJob struct {
 	done      chan struct{}
 }
 
-// Call is one INVITE the simulator accepted.
+// Call is one call of the simulator: an INVITE it answered (NextCall) or
+// one it placed (Dial, dial.go).
 type Call struct {
-	sendMu   sync.Mutex // orders the 200 against media frames (see sendLoop)
-	p        *PBX
-	invite   *sip.Request
-	offer    *psip.MediaDesc
-	codec    psip.CodecDesc
-	callID   string
-	localTag string
-	sessID   uint64
-	rtp      *net.UDPConn
-	local    netip.AddrPort
-	tsStep   uint32
-	enc      transcode.Encoder
-	dec      transcode.Decoder
+	sendMu    sync.Mutex // orders the 200 against media frames (see sendLoop)
+	p         *PBX
+	invite    *sip.Request // answered: as received; placed: as last sent (under mu)
+	offer     *psip.MediaDesc
+	peer      *psip.MediaDesc // the far end's SDP: the offer we answered, or the answer to ours (dial.go)
+	codec     psip.CodecDesc
+	callID    string
+	localTag  string // our dialog tag: the To tag we gave an answered call, the From tag of a placed one
+	transport string // "UDP", "TCP" or "TLS": the INVITE's
+	placed    bool   // the simulator sent the INVITE (dial.go)
+	user      string // the Contact's user part
+	sessID    uint64
+	rtp       *net.UDPConn
+	local     netip.AddrPort
+	tsStep    uint32
+	txDTMFPT  uint8 // PT of the RFC 4733 events it sends
+	enc       transcode.Encoder
+	dec       transcode.Decoder
 	// every answered codec (codec first) with its encoder and decoder
 	codecs   []psip.CodecDesc
 	encs     []transcode.Encoder
 	decs     []transcode.Decoder
 	analyzer *audio.Analyzer
-	srtp     *callSRTP // H-TLS: nil for plain RTP (pbx_tls.go)
+	earlyRx  *audio.Analyzer // placed calls: audio heard before the 200 (dial.go)
+	srtp     *callSRTP       // H-TLS: nil for plain RTP (pbx_tls.go)
 	det      *transcode.Detector
 
-	ackCh     chan struct{}
-	ackOnce   sync.Once
-	ended     chan struct{}
-	endOnce   sync.Once
-	mediaOnce sync.Once
+	ackCh    chan struct{}
+	ackOnce  sync.Once
+	ended    chan struct{}
+	endOnce  sync.Once
+	recvOnce sync.Once
+	sendOnce sync.Once
 
 	mu             sync.Mutex
+	dlg            dialogPeer // how to reach the far end inside the dialog (dialog.go)
 	remote         netip.AddrPort
 	answeredAt     time.Time
 	ackedAt        time.Time
@@ -78,8 +88,29 @@ type Call struct {
 	sdpVersion     uint64            // in-dialog offers/answers (dialog.go)
 	inDialog       []InDialogRequest // what ponte sent inside the call
 	infoDigits     []ReceivedDigit   // digits ponte sent as SIP INFO
+	provisionals   []ProvisionalInfo // placed calls: the 18x seen (dial.go)
+	final          *sip.Response     // placed calls: the 2xx that answered (dial.go)
 }
 
+// newCallBase binds the call's RTP socket; codecs come with setCodecs.
+func newCallBase(p *PBX, callID, transport string) (*Call, error) {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: p.addr.Addr().AsSlice()})
+	if err != nil {
+		return nil, err
+	}
+	return &Call{
+		p: p, callID: callID, localTag: randHex(8), transport: strings.ToUpper(transport), user: "pbx",
+		sessID: rand.Uint64N(1 << 62), rtp: conn, local: conn.LocalAddr().(*net.UDPAddr).AddrPort(),
+		txDTMFPT: p.cfg.DTMFPT,
+		rxSizes:  map[int]int{}, rxPTs: map[uint8]int{},
+		analyzer: audio.NewAnalyzer(8000, p.cfg.ExpectToneHz, p.cfg.ExpectDBFS),
+		det:      transcode.NewDetector(time.Second),
+		ackCh:    make(chan struct{}), ended: make(chan struct{}),
+		cseq: 1,
+	}, nil
+}
+
+// newCall is an INVITE the simulator answers (UAS).
 func newCall(p *PBX, req *sip.Request, offer *psip.MediaDesc, codec psip.CodecDesc) (*Call, error) {
 	codecs := []psip.CodecDesc{codec}
 	if p.cfg.AnswerAllCodecs {
@@ -89,50 +120,64 @@ func newCall(p *PBX, req *sip.Request, offer *psip.MediaDesc, codec psip.CodecDe
 			}
 		}
 	}
+	c, err := newCallBase(p, req.CallID().Value(), req.Transport())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.setCodecs(codecs); err != nil {
+		c.rtp.Close()
+		return nil, err
+	}
+	c.invite, c.offer, c.peer, c.remote = req, offer, offer, offer.Addr
+	c.dlg = uasDialog(req, c.localTag)
+	return c, nil
+}
+
+// setCodecs makes an encoder and a decoder for each codec; the first is
+// the one it sends. Called before the media goroutines start.
+func (c *Call) setCodecs(codecs []psip.CodecDesc) error {
 	var encs []transcode.Encoder
 	var decs []transcode.Decoder
 	for _, cd := range codecs {
 		enc, err := transcode.NewEncoder(cd.Name, 8000, transcode.EncoderOptions{})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		dec, err := transcode.NewDecoder(cd.Name, 8000)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		encs, decs = append(encs, enc), append(decs, dec)
 	}
-	enc, dec := encs[0], decs[0]
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: p.addr.Addr().AsSlice()})
-	if err != nil {
-		return nil, err
+	if len(codecs) == 0 {
+		return errors.New("pbx: no codec")
 	}
-	c := &Call{
-		p: p, invite: req, offer: offer, codec: codec, callID: req.CallID().Value(),
-		localTag: randHex(8), sessID: rand.Uint64N(1 << 62), rtp: conn,
-		local:  conn.LocalAddr().(*net.UDPAddr).AddrPort(),
-		tsStep: uint32(transcode.ClockRate(codec.Name) * p.cfg.Ptime / 1000),
-		enc:    enc, dec: dec, codecs: codecs, encs: encs, decs: decs,
-		rxSizes: map[int]int{}, rxPTs: map[uint8]int{},
-		analyzer: audio.NewAnalyzer(8000, p.cfg.ExpectToneHz, p.cfg.ExpectDBFS),
-		det:      transcode.NewDetector(time.Second),
-		ackCh:    make(chan struct{}), ended: make(chan struct{}),
-		remote: offer.Addr, cseq: 1,
-	}
-	return c, nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.codec, c.codecs, c.encs, c.decs = codecs[0], codecs, encs, decs
+	c.enc, c.dec = encs[0], decs[0]
+	c.tsStep = uint32(transcode.ClockRate(codecs[0].Name) * c.p.cfg.Ptime / 1000)
+	return nil
 }
 
-// Invite is the INVITE as received (the authenticated one after a challenge).
-func (c *Call) Invite() *sip.Request { return c.invite }
+// Invite is the INVITE as received (the authenticated one after a
+// challenge); for a placed call, the INVITE as last sent (with credentials
+// after a challenge).
+func (c *Call) Invite() *sip.Request { c.mu.Lock(); defer c.mu.Unlock(); return c.invite }
 
-// Offer is the parsed SDP offer of the INVITE.
-func (c *Call) Offer() *psip.MediaDesc { return c.offer }
+// Offer is the parsed SDP offer: the INVITE's for an answered call; for a
+// placed call, its own offer, or ponte's offer in the 200 (DialOptions.NoSDP).
+func (c *Call) Offer() *psip.MediaDesc { c.mu.Lock(); defer c.mu.Unlock(); return c.offer }
+
+// Remote is the far end's SDP: the offer of an answered call, the answer
+// to a placed call's offer (its offer with DialOptions.NoSDP).
+func (c *Call) Remote() *psip.MediaDesc { c.mu.Lock(); defer c.mu.Unlock(); return c.peer }
 
 // Codec is the negotiated codec (with the offerer's PT).
-func (c *Call) Codec() psip.CodecDesc { return c.codec }
+func (c *Call) Codec() psip.CodecDesc { c.mu.Lock(); defer c.mu.Unlock(); return c.codec }
 
 // Codecs are the codecs of the answer, the first one first.
-func (c *Call) Codecs() []psip.CodecDesc { return c.codecs }
+func (c *Call) Codecs() []psip.CodecDesc { c.mu.Lock(); defer c.mu.Unlock(); return c.codecs }
 
 // ReceivedPacketSizes counts the audio packets received by their sample
 // count (a PBX with a=ptime:30 expects 240).
@@ -149,10 +194,10 @@ func (c *Call) ReceivedPTs() map[uint8]int {
 	return maps.Clone(c.rxPTs)
 }
 
-// AnsweredAt is when the 200 was sent.
+// AnsweredAt is when the 200 was sent (a placed call: when it arrived).
 func (c *Call) AnsweredAt() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.answeredAt }
 
-// AckedAt is when the ACK for the 200 arrived.
+// AckedAt is when the ACK for the 200 arrived (a placed call: was sent).
 func (c *Call) AckedAt() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.ackedAt }
 
 // FirstRTPSentAt is when the first RTP packet left.
@@ -175,7 +220,7 @@ func (c *Call) EarlyMediaSent() bool { c.mu.Lock(); defer c.mu.Unlock(); return 
 func (c *Call) Ended() <-chan struct{} { return c.ended }
 
 // EndedBy is "bye" (remote BYE), "cancel" (CANCEL) or "local" (our BYE,
-// our failure response, Close).
+// our failure response, Close; for a placed call also a failed Dial).
 func (c *Call) EndedBy() string { c.mu.Lock(); defer c.mu.Unlock(); return c.endedBy }
 
 // ByeReason is the Reason header of the BYE or CANCEL that ended the call.
@@ -217,7 +262,14 @@ func (c *Call) answerSDP() []byte {
 }
 
 func (c *Call) contactHeader() *sip.ContactHeader {
-	return c.secureContact(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: c.p.addr.Addr().String(), Port: int(c.p.addr.Port())}}) // H-TLS: transport=tls
+	h := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: c.user, Host: c.p.addr.Addr().String(), Port: int(c.p.addr.Port())}}
+	if c.placed && c.transport == "TCP" {
+		// A placed call's in-dialog requests come back over TCP too
+		// (RFC 3261 §19.1.4: the transport param of the remote target).
+		h.Address.UriParams = sip.NewParams()
+		h.Address.UriParams.Add("transport", "tcp")
+	}
+	return c.secureContact(h) // H-TLS: transport=tls
 }
 
 // response builds a response carrying our dialog tag.
@@ -352,13 +404,17 @@ func (p *PBX) goTracked(f func()) {
 }
 
 func (c *Call) startMedia() {
-	c.mediaOnce.Do(func() {
-		c.p.goTracked(c.recvLoop)
+	c.startRecv()
+	c.sendOnce.Do(func() {
 		if !c.p.cfg.Silent {
 			c.p.goTracked(c.sendLoop)
 		}
 	})
 }
+
+// startRecv starts only the receiver: a placed call's early media (183)
+// is heard before the 200, and nothing is sent until it (dial.go).
+func (c *Call) startRecv() { c.recvOnce.Do(func() { c.p.goTracked(c.recvLoop) }) }
 
 // Hangup sends a BYE with a Q.850 normal-clearing Reason and waits for its answer.
 func (c *Call) Hangup(ctx context.Context) error {

@@ -38,7 +38,7 @@ type SDPOptions struct {
 // OfferSDP builds an offer from the simulator's session (same o= session,
 // version incremented on each call, RFC 3264 §8).
 func (c *Call) OfferSDP(o SDPOptions) []byte {
-	codecs := c.codecs
+	codecs := c.Codecs()
 	if len(o.Codecs) > 0 {
 		codecs = nil
 		for _, n := range o.Codecs {
@@ -75,17 +75,52 @@ func (c *Call) dtmfPT() int {
 	return int(c.p.cfg.DTMFPT)
 }
 
-// newRequest builds an in-dialog request (RFC 3261 §12.2.1.1): to ponte's
-// Contact through the route set (the INVITE's Record-Route, in order,
-// §12.1.1), sent to the first route if any (loose routing) or the target.
-func (c *Call) newRequest(method sip.RequestMethod) *sip.Request {
-	inv := c.invite
-	target := inv.Recipient
+// dialogPeer is what a request inside the dialog is built from (RFC 3261
+// §12.1): the remote target, the route set in sending order, our side
+// (URI and tag, the request's From) and the far end's (its To).
+type dialogPeer struct {
+	target sip.Uri
+	routes []string
+	local  sip.FromHeader
+	remote sip.ToHeader
+}
+
+// uasDialog is the dialog of an INVITE the simulator answers (RFC 3261
+// §12.1.1): the remote target is the INVITE's Contact and the route set
+// its Record-Route in order.
+func uasDialog(inv *sip.Request, localTag string) dialogPeer {
+	d := dialogPeer{target: *inv.Recipient.Clone()}
 	if ct := inv.Contact(); ct != nil {
-		target = ct.Address
+		d.target = *ct.Address.Clone()
 	}
+	for _, rr := range inv.GetHeaders("Record-Route") { // UAS keeps the order (§12.1.1)
+		d.routes = append(d.routes, rr.Value())
+	}
+	d.local = sip.FromHeader{Address: *inv.To().Address.Clone(), Params: sip.NewParams()}
+	d.local.Params.Add("tag", localTag)
+	d.remote = sip.ToHeader{DisplayName: inv.From().DisplayName, Address: *inv.From().Address.Clone(), Params: inv.From().Params.Clone()}
+	return d
+}
+
+// newRequest builds an in-dialog request with the next CSeq.
+func (c *Call) newRequest(method sip.RequestMethod) *sip.Request {
+	c.mu.Lock()
+	c.cseq++
+	seq := c.cseq
+	c.mu.Unlock()
+	return c.buildRequest(method, seq)
+}
+
+// buildRequest builds an in-dialog request (RFC 3261 §12.2.1.1): to the
+// remote target through the route set (loose routing), sent to the first
+// route if any or else to the target.
+func (c *Call) buildRequest(method sip.RequestMethod, seq uint32) *sip.Request {
+	c.mu.Lock()
+	d := c.dlg
+	c.mu.Unlock()
+	target := d.target
 	req := sip.NewRequest(method, *target.Clone())
-	tr := inv.Transport()
+	tr := c.transport
 	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: tr,
 		Host: c.p.addr.Addr().String(), Port: int(c.p.addr.Port()), Params: sip.NewParams()}
 	via.Params.Add("branch", sip.GenerateBranchN(16))
@@ -93,25 +128,21 @@ func (c *Call) newRequest(method sip.RequestMethod) *sip.Request {
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
 	next := target
-	for i, rr := range inv.GetHeaders("Record-Route") { // UAS keeps the order (§12.1.1)
-		req.AppendHeader(sip.NewHeader("Route", rr.Value()))
+	for i, r := range d.routes {
+		req.AppendHeader(sip.NewHeader("Route", r))
 		if i == 0 {
 			var u sip.Uri
-			if _, err := sip.ParseAddressValue(rr.Value(), &u, nil); err == nil && u.Host != "" {
+			if _, err := sip.ParseAddressValue(r, &u, nil); err == nil && u.Host != "" {
 				next = u
 			}
 		}
 	}
-	from := sip.FromHeader{Address: *inv.To().Address.Clone(), Params: sip.NewParams()}
-	from.Params.Add("tag", c.localTag)
+	from := sip.FromHeader{DisplayName: d.local.DisplayName, Address: *d.local.Address.Clone(), Params: d.local.Params.Clone()}
 	req.AppendHeader(&from)
-	to := sip.ToHeader{DisplayName: inv.From().DisplayName, Address: *inv.From().Address.Clone(), Params: inv.From().Params.Clone()}
+	to := sip.ToHeader{DisplayName: d.remote.DisplayName, Address: *d.remote.Address.Clone(), Params: d.remote.Params.Clone()}
 	req.AppendHeader(&to)
-	req.AppendHeader(sip.HeaderClone(inv.CallID()))
-	c.mu.Lock()
-	c.cseq++
-	seq := c.cseq
-	c.mu.Unlock()
+	cid := sip.CallIDHeader(c.callID)
+	req.AppendHeader(&cid)
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
 	req.SetBody(nil)
 	req.SetTransport(tr)
@@ -197,13 +228,14 @@ func (c *Call) ackInvite(inv *sip.Request, res *sip.Response, withAnswer bool) {
 // the offer has, the offer's direction mirrored (RFC 3264 §6.1).
 func (c *Call) answerTo(offer *psip.MediaDesc) []byte {
 	var codecs []psip.CodecDesc
-	for _, cd := range c.codecs {
+	ours := c.Codecs()
+	for _, cd := range ours {
 		if oc, ok := offer.Codec(cd.Name); ok {
 			codecs = append(codecs, oc)
 		}
 	}
 	if len(codecs) == 0 {
-		codecs = c.codecs
+		codecs = ours
 	}
 	c.mu.Lock()
 	c.sdpVersion++

@@ -91,7 +91,7 @@ func (c *Call) sendLoop() {
 		} else if ev.Active() {
 			e, first := ev.Next(dtmfStep)
 			n = e.Put(payload)
-			pt, ts, marker = c.p.cfg.DTMFPT, evTS, first
+			pt, ts, marker = c.txDTMFPT, evTS, first
 			if !ev.Active() {
 				nextAt = now.Add(job.gap)
 				if idx >= len(job.digits) {
@@ -169,7 +169,7 @@ func (c *Call) recvLoop() {
 	buf := make([]byte, 1500)
 	pcm := make([]int16, 8000)
 	var p rtp.Packet
-	sigHost := c.offer.Addr.Addr()
+	sigHost := c.peer.Addr.Addr()
 	for {
 		_ = c.rtp.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 		n, from, err := c.rtp.ReadFromUDPAddrPort(buf)
@@ -195,6 +195,10 @@ func (c *Call) recvLoop() {
 		dec := c.decoderFor(p.PayloadType)
 		c.mu.Lock()
 		c.rxPTs[p.PayloadType]++
+		an := c.analyzer
+		if c.earlyRx != nil && c.answeredAt.IsZero() {
+			an = c.earlyRx // a placed call's early media (dial.go)
+		}
 		c.mu.Unlock()
 		switch {
 		case dec != nil:
@@ -205,11 +209,11 @@ func (c *Call) recvLoop() {
 			c.mu.Lock()
 			c.rxSizes[k]++
 			c.mu.Unlock()
-			c.analyzer.Add(pcm[:k], now)
+			an.Add(pcm[:k], now)
 			if f := c.p.cfg.OnAudio; f != nil {
 				f(c, pcm[:k], now)
 			}
-		case p.PayloadType == c.p.cfg.DTMFPT || int(p.PayloadType) == c.offer.DTMFPT:
+		case p.PayloadType == c.p.cfg.DTMFPT || int(p.PayloadType) == c.peer.DTMFPT:
 			e, err := transcode.ParseEvent(p.Payload)
 			if err != nil {
 				continue

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,6 +64,8 @@ type Config struct {
 	ChangeSSRCAfter time.Duration                            // switch to a new SSRC/seq/ts base mid-call (0 = never)
 	HangupAfter     time.Duration                            // BYE this long after the answer (0 = never)
 	Auth            *Auth                                    // challenge INVITEs with 401 digest
+	AuthAlgorithms  []string                                 // challenge algorithms, one header each in preference order (RFC 8760 §2.3; default MD5)
+	AuthProxy       bool                                     // challenge with 407 Proxy-Authenticate instead of 401
 	ExpectToneHz    float64                                  // tone the Received analyzer expects (default 1000)
 	ExpectDBFS      float64                                  // its level (default -12)
 	OnAudio         func(c *Call, pcm []int16, at time.Time) // every decoded frame, e.g. for a MarkerReceiver
@@ -299,7 +302,8 @@ func (p *PBX) untrack(c *Call) {
 	p.mu.Unlock()
 }
 
-// find matches an in-dialog request: its To tag is our local tag.
+// find matches an in-dialog request: its To tag is our local tag (the To
+// tag we gave an answered call, the From tag of a call we placed).
 func (p *PBX) find(req *sip.Request) *Call {
 	if req.CallID() == nil || req.To() == nil {
 		return nil
@@ -317,12 +321,28 @@ func (p *PBX) authorized(req *sip.Request, tx sip.ServerTransaction) bool {
 	if a == nil {
 		return true
 	}
-	if h := req.GetHeader("Authorization"); h != nil {
+	algs := p.cfg.AuthAlgorithms
+	if len(algs) == 0 {
+		algs = []string{"MD5"}
+	}
+	chName, crName, code, reason := "WWW-Authenticate", "Authorization", 401, "Unauthorized"
+	if p.cfg.AuthProxy {
+		chName, crName, code, reason = "Proxy-Authenticate", "Proxy-Authorization", 407, "Proxy Authentication Required"
+	}
+	if h := req.GetHeader(crName); h != nil {
 		cred, err := digest.ParseCredentials(h.Value())
 		p.mu.Lock()
 		known := err == nil && p.nonces[cred.Nonce]
 		p.mu.Unlock()
-		if known && cred.Username == a.Username && cred.URI == req.Recipient.String() {
+		offered := false
+		for _, alg := range algs {
+			got := "MD5" // no algorithm parameter means MD5 (RFC 7616 §3.3)
+			if err == nil && cred.Algorithm != "" {
+				got = cred.Algorithm
+			}
+			offered = offered || (err == nil && strings.EqualFold(alg, got))
+		}
+		if known && offered && cred.Username == a.Username && cred.URI == req.Recipient.String() {
 			chal := &digest.Challenge{Realm: cred.Realm, Nonce: cred.Nonce, Algorithm: cred.Algorithm, Opaque: cred.Opaque}
 			if cred.QOP != "" {
 				chal.QOP = []string{cred.QOP}
@@ -340,8 +360,12 @@ func (p *PBX) authorized(req *sip.Request, tx sip.ServerTransaction) bool {
 	p.mu.Lock()
 	p.nonces[nonce] = true
 	p.mu.Unlock()
-	chal := &digest.Challenge{Realm: "ponte-sim", Nonce: nonce, Algorithm: "MD5", QOP: []string{"auth"}}
-	respond(tx, req, 401, "Unauthorized", nil, sip.NewHeader("WWW-Authenticate", chal.String()))
+	var hdrs []sip.Header
+	for _, alg := range algs {
+		chal := &digest.Challenge{Realm: "ponte-sim", Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}}
+		hdrs = append(hdrs, sip.NewHeader(chName, chal.String()))
+	}
+	respond(tx, req, code, reason, nil, hdrs...)
 	return false
 }
 

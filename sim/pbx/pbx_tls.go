@@ -194,7 +194,7 @@ func (c *Call) SRTP() (on bool, suite psip.CryptoSuite, in, failed int) {
 // secureContact makes the Contact of a call that came over TLS point at
 // the TLS listener with transport=tls.
 func (c *Call) secureContact(h *sip.ContactHeader) *sip.ContactHeader {
-	if strings.EqualFold(c.invite.Transport(), "TLS") {
+	if c.transport == "TLS" {
 		h.Address.UriParams = sip.NewParams()
 		h.Address.UriParams.Add("transport", "tls")
 	}

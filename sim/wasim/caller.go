@@ -2,21 +2,11 @@ package wasim
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
-	"github.com/pion/ice/v4"
-	"github.com/pion/interceptor"
-	"github.com/pion/rtcp"
-	"github.com/pion/sdp/v3"
 	pwebrtc "github.com/pion/webrtc/v4"
-
-	"github.com/ponte-gw/ponte/sim/audio"
-	"github.com/ponte-gw/ponte/transcode"
-	"github.com/ponte-gw/ponte/webrtc"
 )
 
 // CallOptions describe the WhatsApp user who calls.
@@ -49,28 +39,24 @@ const (
 	MarkerPeriod = 500 * time.Millisecond
 )
 
-func (o *CallOptions) setDefaults() {
+func (o *CallOptions) setDefaults(now time.Time) {
 	if o.From == "" && o.BSUID == "" {
 		o.From = "16315553602"
 	}
 	if o.Name == "" {
 		o.Name = "WhatsApp User"
 	}
-	if o.ToneHz == 0 {
-		o.ToneHz = 440
-	}
-	if o.ToneDBFS == 0 {
-		o.ToneDBFS = -12
-	}
 	if o.Timestamp.IsZero() {
-		o.Timestamp = time.Now()
+		o.Timestamp = now
 	}
-	if o.ExpectHz == 0 {
-		o.ExpectHz = 440
-	}
-	if o.ExpectDBFS == 0 {
-		o.ExpectDBFS = -12
-	}
+	mo := o.media()
+	mo.setDefaults()
+	o.ToneHz, o.ToneDBFS, o.ExpectHz, o.ExpectDBFS = mo.ToneHz, mo.ToneDBFS, mo.ExpectHz, mo.ExpectDBFS
+}
+
+func (o *CallOptions) media() mediaOptions {
+	return mediaOptions{ToneHz: o.ToneHz, ToneDBFS: o.ToneDBFS, ExpectHz: o.ExpectHz, ExpectDBFS: o.ExpectDBFS,
+		Marker: o.Marker, DTMFDropEnd: o.DTMFDropEnd, OnAudio: o.OnAudio}
 }
 
 type callState int
@@ -82,20 +68,12 @@ const (
 	stateEnded
 )
 
-// Caller is one WhatsApp user's call: a pion peer shaped like Meta's relay plus the call state
-// Meta keeps for the Graph API.
+// Caller is one WhatsApp user's call: a pion peer shaped like Meta's relay (endpoint) plus the
+// call state Meta keeps for the Graph API.
 type Caller struct {
-	m     *Meta
-	id    string
+	endpoint
 	opts  CallOptions
 	offer string
-
-	pc    *pwebrtc.PeerConnection
-	mux   ice.UDPMux
-	wire  *wireCounter
-	track *webrtc.RawTrack
-	tr    *pwebrtc.RTPTransceiver
-	rec   *recorder
 
 	mu                sync.Mutex
 	state             callState
@@ -106,21 +84,8 @@ type Caller struct {
 	answerSDP         string
 	opaque            string
 	endReason         string
-	closed            bool
-	dtmf              []dtmfReq
-	dtmfBusy          bool
-
-	stream   streamRec
-	heard    *audio.Analyzer
-	markers  *audio.MarkerReceiver
-	markerTx *audio.MarkerSender
-	heardMu  sync.Mutex
-	digits   []ReceivedDigit
 
 	accepted chan struct{}
-	ended    chan struct{}
-	stop     chan struct{}
-	wg       sync.WaitGroup
 }
 
 // Call places a user-initiated call: it builds the caller peer (ICE-lite, actpass, Opus 111
@@ -128,17 +93,9 @@ type Caller struct {
 // gathering, then POSTs the signed connect webhook. It returns once the gateway has answered
 // the webhook (2xx), or an error wrapping ErrWebhookRejected.
 func (m *Meta) Call(ctx context.Context, o CallOptions) (*Caller, error) {
-	o.setDefaults()
-	c := &Caller{
-		m: m, id: newID("wacid.", 21), opts: o,
-		accepted: make(chan struct{}), ended: make(chan struct{}), stop: make(chan struct{}),
-	}
-	c.rec = &recorder{}
-	c.heard = audio.NewAnalyzer(8000, o.ExpectHz, o.ExpectDBFS)
-	c.markers = audio.NewMarkerReceiver(8000, MarkerF1Hz, MarkerF2Hz)
-	if o.Marker {
-		c.markerTx = audio.NewMarkerSender(8000, MarkerF1Hz, MarkerF2Hz, transcode.AmpForDBFS(o.ToneDBFS), MarkerPeriod)
-	}
+	o.setDefaults(m.now())
+	c := &Caller{opts: o, accepted: make(chan struct{})}
+	c.init(m, newID("wacid.", 21), o.media())
 	if err := c.buildPeer(); err != nil {
 		return nil, err
 	}
@@ -150,13 +107,12 @@ func (m *Meta) Call(ctx context.Context, o CallOptions) (*Caller, error) {
 	}
 	m.calls[c.id] = c
 	c.connectAt = time.Now()
-	c.wg.Add(3)
+	c.wg.Add(1)
 	m.mu.Unlock()
 	go c.supervise()
-	// Drain both RTCP read streams so that the recorder sees every RTCP packet from the business
-	// (pion delivers an RTCP packet to the stream of each SSRC it concerns).
-	go c.drainRTCP(func() ([]rtcp.Packet, error) { p, _, err := c.tr.Sender().ReadRTCP(); return p, err })
-	go c.drainRTCP(func() ([]rtcp.Packet, error) { p, _, err := c.tr.Receiver().ReadRTCP(); return p, err })
+	c.startReaders()
+	// A user-initiated call opens the customer-service window, answered or not (§7).
+	m.userActivity(o.From, o.BSUID)
 
 	body, err := m.connectBody(c)
 	if err == nil {
@@ -169,79 +125,29 @@ func (m *Meta) Call(ctx context.Context, o CallOptions) (*Caller, error) {
 	return c, nil
 }
 
+// buildPeer makes the caller's offer in Meta's shape (§5.1): ICE-lite, actpass, mid "audio".
 func (c *Caller) buildPeer() error {
-	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return fmt.Errorf("wasim: listen: %w", err)
-	}
-	c.wire = &wireCounter{PacketConn: udp}
-	lf := webrtc.NewPionLoggerFactory(c.m.log)
-	c.mux = pwebrtc.NewICEUDPMux(lf.NewLogger("mux"), c.wire)
-
-	me := &pwebrtc.MediaEngine{}
-	if err := webrtc.RegisterMetaCodecs(me, webrtc.OpusFmtp); err != nil {
-		_ = c.mux.Close()
+	if err := c.newPeer(false); err != nil {
 		return err
 	}
-	// Meta's offer lists these three extmaps (§5.1); offering them keeps the shape honest.
-	for _, uri := range []string{sdp.AudioLevelURI, sdp.ABSSendTimeURI, sdp.TransportCCURI} {
-		if err := me.RegisterHeaderExtension(pwebrtc.RTPHeaderExtensionCapability{URI: uri}, pwebrtc.RTPCodecTypeAudio); err != nil {
-			_ = c.mux.Close()
-			return fmt.Errorf("wasim: extmap: %w", err)
-		}
-	}
-	ir := &interceptor.Registry{}
-	ir.Add(c.rec) // the recorder sees every RTP and RTCP packet as it is read
-	se := pwebrtc.SettingEngine{LoggerFactory: lf}
-	se.SetLite(true) // Meta's relay is ICE-lite (a=ice-lite)
-	se.SetICEUDPMux(c.mux)
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]pwebrtc.NetworkType{pwebrtc.NetworkTypeUDP4})
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	api := pwebrtc.NewAPI(pwebrtc.WithMediaEngine(me), pwebrtc.WithSettingEngine(se), pwebrtc.WithInterceptorRegistry(ir))
-
-	c.pc, err = api.NewPeerConnection(pwebrtc.Configuration{BundlePolicy: pwebrtc.BundlePolicyMaxBundle})
-	if err != nil {
-		_ = c.mux.Close()
-		return fmt.Errorf("wasim: peer: %w", err)
-	}
-	c.track = webrtc.NewRawTrack("audio", "wa")
+	var err error
 	c.tr, err = c.pc.AddTransceiverFromTrack(c.track, pwebrtc.RTPTransceiverInit{Direction: pwebrtc.RTPTransceiverDirectionSendrecv})
 	if err == nil {
 		err = c.tr.SetMid("audio") // Meta's mid (§5.1)
 	}
-	c.pc.OnTrack(c.onTrack)
 	var offer pwebrtc.SessionDescription
 	if err == nil {
 		offer, err = c.pc.CreateOffer(nil)
 	}
-	gathered := pwebrtc.GatheringCompletePromise(c.pc)
 	if err == nil {
-		err = c.pc.SetLocalDescription(offer)
+		c.offer, err = c.setLocal(offer)
 	}
 	if err != nil {
 		c.closePeer()
 		return fmt.Errorf("wasim: offer: %w", err)
 	}
-	select {
-	case <-gathered:
-	case <-time.After(2 * time.Second):
-		c.closePeer()
-		return errors.New("wasim: gathering timed out")
-	}
-	c.offer = c.pc.LocalDescription().SDP
 	return nil
 }
-
-func (c *Caller) closePeer() {
-	if c.pc != nil {
-		_ = c.pc.Close()
-	}
-	_ = c.mux.Close()
-}
-
-// ID is the call's WACID.
-func (c *Caller) ID() string { return c.id }
 
 // Offer is the SDP offer sent in the connect webhook.
 func (c *Caller) Offer() string { return c.offer }
@@ -272,9 +178,6 @@ func (c *Caller) AcceptRespondedAt() time.Time {
 	defer c.mu.Unlock()
 	return c.acceptRespondedAt
 }
-
-// Ended is closed when the call is over.
-func (c *Caller) Ended() <-chan struct{} { return c.ended }
 
 // EndReason says why the call ended: "gateway_terminate", "gateway_reject", "user_hangup",
 // "accept_timeout", "no_media_138021", "no_media_138022" (or "" while it lasts).
@@ -349,15 +252,16 @@ func (c *Caller) accept(gb *graphBody) (func(), *graphError) {
 
 func (c *Caller) onAcceptResponded() {
 	c.mu.Lock()
-	if c.state != stateAccepted || c.closed {
+	if c.state != stateAccepted {
 		c.mu.Unlock()
 		return
 	}
 	c.acceptRespondedAt = time.Now()
-	c.wg.Add(1)
 	c.mu.Unlock()
-	close(c.accepted)
-	go c.sendMedia()
+	if c.startMedia() {
+		close(c.accepted)
+		c.m.userConnected(c.opts.From, c.opts.BSUID)
+	}
 }
 
 func (c *Caller) reject() (func(), *graphError) {
@@ -422,12 +326,10 @@ func (c *Caller) end(reason string, o endOpts) (body []byte, ok bool) {
 	}
 	acceptedAt := c.acceptedAt
 	wasAccepted := c.state == stateAccepted
-	c.state, c.endReason, c.closed = stateEnded, reason, true
+	c.state, c.endReason = stateEnded, reason
 	c.mu.Unlock()
-	close(c.ended)
-	close(c.stop)
 	// Meta's relay leaves the call: the business leg sees DTLS close and then ICE failure.
-	c.closePeer()
+	c.shutdown()
 	c.m.log.Debug("call ended", "wacid", c.id, "reason", reason)
 	if o.silent {
 		return nil, true
@@ -445,17 +347,6 @@ func (c *Caller) end(reason string, o endOpts) (body []byte, ok bool) {
 		return nil, true
 	}
 	return body, true
-}
-
-func (c *Caller) drainRTCP(read func() ([]rtcp.Packet, error)) {
-	defer c.wg.Done()
-	for {
-		pkts, err := read()
-		if err != nil {
-			return
-		}
-		c.stream.onRTCP(pkts, time.Now())
-	}
 }
 
 // supervise runs Meta's timers for the call (§3.2, §5.5): the accept window, and after accept the
@@ -478,16 +369,7 @@ func (c *Caller) supervise() {
 			case (st == stateRinging || st == statePreAccepted) && now.Sub(connectAt) > cfg.AcceptWindow:
 				reason = "accept_timeout"
 			case st == stateAccepted && !respondedAt.IsZero():
-				firstRTP, lastMedia := c.wire.businessMedia()
-				switch {
-				case firstRTP.IsZero() && now.Sub(respondedAt) > cfg.NoMediaStart:
-					reason, code = "no_media_138021", CodeMediaReceiveTimeout
-				case !firstRTP.IsZero() && now.Sub(lastMedia) > cfg.NoMediaMid:
-					reason, code = "no_media_138021", CodeMediaReceiveTimeout
-					if c.pc.ConnectionState() != pwebrtc.PeerConnectionStateConnected {
-						reason, code = "no_media_138022", CodeMediaTransmitTimeout
-					}
-				}
+				reason, code = c.mediaTimeout(now, respondedAt)
 			}
 			if reason == "" {
 				continue

@@ -9,9 +9,14 @@ import (
 	"time"
 )
 
-// GraphRequest is one request to POST /{phone_number_id}/calls as the simulator saw it.
+// GraphRequest is one Graph API request as the simulator saw it: POST /calls (Action is the
+// body's action; CallID is the created wacid for connect), GET /call_permissions (Action
+// "call_permissions") or POST /messages (Action "messages").
 type GraphRequest struct {
 	Action, CallID, SDPType, SDP, BizOpaque, To string
+	Recipient                                   string // `recipient` (BSUID) of connect or messages, or the GET's recipient
+	Query                                       string // raw query of a GET
+	MessageID                                   string // wamid answered to POST /messages
 	Body                                        []byte
 	Auth                                        string // Authorization header
 	ReceivedAt, RespondedAt                     time.Time
@@ -23,6 +28,7 @@ type graphBody struct {
 	MessagingProduct string `json:"messaging_product"`
 	CallID           string `json:"call_id"`
 	To               string `json:"to"`
+	Recipient        string `json:"recipient"`
 	Action           string `json:"action"`
 	Session          *struct {
 		SDPType string `json:"sdp_type"`
@@ -50,6 +56,7 @@ func badParam(details string) *graphError {
 	return &graphError{status: http.StatusBadRequest, code: 100, message: "Invalid parameter", details: details}
 }
 
+// writeGraphError writes e in Graph's error shape.
 func writeGraphError(w http.ResponseWriter, e *graphError) {
 	body := map[string]any{"error": map[string]any{
 		"message":    e.Error(),
@@ -73,7 +80,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 var success = map[string]any{"messaging_product": "whatsapp", "success": true}
 
-// handleCalls implements POST /{version}/{phone_number_id}/calls with Meta's rules (§3.1, §3.2).
+// handleCalls implements POST /{version}/{phone_number_id}/calls with Meta's rules (§3.1, §3.2,
+// §3.3).
 func (m *Meta) handleCalls(w http.ResponseWriter, r *http.Request) {
 	rec := GraphRequest{ReceivedAt: time.Now(), Auth: r.Header.Get("Authorization")}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
@@ -82,74 +90,118 @@ func (m *Meta) handleCalls(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = json.Unmarshal(body, &gb)
 	}
-	rec.Action, rec.CallID, rec.To, rec.BizOpaque = gb.Action, gb.CallID, gb.To, gb.BizOpaque
+	rec.Action, rec.CallID, rec.To, rec.Recipient, rec.BizOpaque = gb.Action, gb.CallID, gb.To, gb.Recipient, gb.BizOpaque
 	if gb.Session != nil {
 		rec.SDPType, rec.SDP = gb.Session.SDPType, gb.Session.SDP
 	}
 
 	var after func() // runs once the response is on the wire
-	status, gerr := http.StatusOK, (*graphError)(nil)
+	var resp any = success
+	gerr := m.authorize(r, rec.Auth)
 	switch {
-	case rec.Auth != "Bearer "+m.cfg.AccessToken:
-		gerr = &graphError{status: http.StatusUnauthorized, code: 190, message: "Invalid OAuth access token - Cannot parse access token"}
-	case r.PathValue("pnid") != m.cfg.PhoneNumberID:
-		gerr = &graphError{status: http.StatusBadRequest, code: 100,
-			message: fmt.Sprintf("Unsupported post request. Object with ID '%s' does not exist", r.PathValue("pnid"))}
+	case gerr != nil:
 	case err != nil:
 		gerr = badParam("request body is not JSON: " + err.Error())
 	default:
-		m.mu.Lock()
-		delay := m.delays[gb.Action]
-		m.mu.Unlock()
-		time.Sleep(delay) // a slow Graph API: the request is recorded even if the client gave up
-		if inj, ok := m.takeFailure(gb.Action); ok {
-			m.respondInjected(w, &rec, inj)
+		if m.delayAndInject(w, &rec) {
 			return
 		}
 		switch {
 		case gb.MessagingProduct != "whatsapp":
 			gerr = badParam("messaging_product must be whatsapp")
+		case gb.Action == "connect":
+			var c *Callee
+			if c, gerr = m.connect(&gb); gerr == nil {
+				// §3.1: {"messaging_product":"whatsapp","calls":[{"id":"wacid..."}]}
+				rec.CallID = c.id
+				resp = map[string]any{"messaging_product": "whatsapp", "calls": []any{map[string]any{"id": c.id}}}
+				after = c.start
+			}
 		default:
 			after, gerr = m.doAction(&gb)
 		}
 	}
-	if gerr != nil {
-		status = gerr.status
-		rec.Err = gerr.Error()
-		writeGraphError(w, gerr)
-	} else {
-		writeJSON(w, status, success)
-	}
-	rec.Status, rec.RespondedAt = status, time.Now()
-	m.mu.Lock()
-	m.requests = append(m.requests, rec)
-	m.mu.Unlock()
+	m.respond(w, &rec, resp, gerr)
 	if after != nil {
 		after()
 	}
 }
 
+// authorize applies the checks every Graph request gets first: the bearer token (code 190) and
+// the phone number id in the path.
+func (m *Meta) authorize(r *http.Request, auth string) *graphError {
+	switch {
+	case auth != "Bearer "+m.cfg.AccessToken:
+		return &graphError{status: http.StatusUnauthorized, code: 190, message: "Invalid OAuth access token - Cannot parse access token"}
+	case r.PathValue("pnid") != m.cfg.PhoneNumberID:
+		return &graphError{status: http.StatusBadRequest, code: 100,
+			message: fmt.Sprintf("Unsupported post request. Object with ID '%s' does not exist", r.PathValue("pnid"))}
+	}
+	return nil
+}
+
+// delayAndInject applies DelayAction and InjectFailure for rec.Action. It reports true when an
+// injected failure was answered. The delay happens before anything else, so a slow request
+// still takes effect after the client gave up, as at Meta.
+func (m *Meta) delayAndInject(w http.ResponseWriter, rec *GraphRequest) bool {
+	m.mu.Lock()
+	delay := m.delays[rec.Action]
+	m.mu.Unlock()
+	time.Sleep(delay)
+	if inj, ok := m.takeFailure(rec.Action); ok {
+		m.respondInjected(w, rec, inj)
+		return true
+	}
+	return false
+}
+
+// respond records the request, then writes resp (or gerr): once the client has the answer,
+// Requests() shows the request. RespondedAt is filled in after the write.
+func (m *Meta) respond(w http.ResponseWriter, rec *GraphRequest, resp any, gerr *graphError) {
+	rec.Status = http.StatusOK
+	if gerr != nil {
+		rec.Status, rec.Err = gerr.status, gerr.Error()
+	}
+	m.recordAndWrite(rec, func() {
+		if gerr != nil {
+			writeGraphError(w, gerr)
+		} else {
+			writeJSON(w, rec.Status, resp)
+		}
+	})
+}
+
 func (m *Meta) respondInjected(w http.ResponseWriter, rec *GraphRequest, inj injected) {
-	if inj.body == "" {
-		writeGraphError(w, &graphError{status: inj.status, code: 1, message: "An unknown error occurred"})
-		rec.Err = "injected"
-	} else {
+	rec.Status, rec.Err = inj.status, "injected"
+	if inj.body != "" {
+		rec.Err = "injected: " + inj.body
+	}
+	m.recordAndWrite(rec, func() {
+		if inj.body == "" {
+			writeGraphError(w, &graphError{status: inj.status, code: 1, message: "An unknown error occurred"})
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(inj.status)
 		_, _ = io.WriteString(w, inj.body)
-		rec.Err = "injected: " + inj.body
-	}
-	rec.Status, rec.RespondedAt = inj.status, time.Now()
+	})
+}
+
+func (m *Meta) recordAndWrite(rec *GraphRequest, write func()) {
 	m.mu.Lock()
+	i := len(m.requests)
 	m.requests = append(m.requests, *rec)
+	m.mu.Unlock()
+	write()
+	rec.RespondedAt = time.Now()
+	m.mu.Lock()
+	m.requests[i].RespondedAt = rec.RespondedAt
 	m.mu.Unlock()
 }
 
 func (m *Meta) doAction(gb *graphBody) (after func(), _ *graphError) {
 	switch gb.Action {
 	case "pre_accept", "accept", "reject", "terminate":
-	case "connect":
-		return nil, badParam("the simulator does not implement business-initiated calls")
 	case "":
 		return nil, badParam("action is required")
 	default:
@@ -160,6 +212,14 @@ func (m *Meta) doAction(gb *graphBody) (after func(), _ *graphError) {
 	}
 	c := m.call(gb.CallID)
 	if c == nil {
+		if ce := m.Callee(gb.CallID); ce != nil {
+			// A business-initiated call has no accept, pre_accept or reject (§3.3): the
+			// business can only terminate it.
+			if gb.Action != "terminate" {
+				return nil, badParam(fmt.Sprintf("action %s is not supported on business-initiated call %s", gb.Action, gb.CallID))
+			}
+			return ce.terminate()
+		}
 		return nil, badParam("Invalid call id " + gb.CallID)
 	}
 	switch gb.Action {

@@ -231,27 +231,27 @@ func (r *streamRec) closeWindow() {
 }
 
 // Stream returns the statistics of what the caller received so far.
-func (c *Caller) Stream() StreamStats {
-	c.rec.mu.Lock()
-	firstRTP, firstRTCP := c.rec.firstRTP, c.rec.firstRTCP
-	c.rec.mu.Unlock()
-	c.stream.mu.Lock()
-	s := c.stream.s
+func (e *endpoint) Stream() StreamStats {
+	e.rec.mu.Lock()
+	firstRTP, firstRTCP := e.rec.firstRTP, e.rec.firstRTCP
+	e.rec.mu.Unlock()
+	e.stream.mu.Lock()
+	s := e.stream.s
 	s.SSRCs = slices.Clone(s.SSRCs)
 	s.PPS = slices.Clone(s.PPS)
 	s.OffsetMediansMs = slices.Clone(s.OffsetMediansMs)
-	if w := c.stream.win; len(w) >= 10 { // the second in progress counts too
+	if w := e.stream.win; len(w) >= 10 { // the second in progress counts too
 		w = slices.Clone(w)
 		slices.Sort(w)
 		s.OffsetMediansMs = append(s.OffsetMediansMs, w[len(w)/2])
 		lo, hi := slices.Min(s.OffsetMediansMs), slices.Max(s.OffsetMediansMs)
 		s.ClockDriftMs = max(hi-lo, math.Abs(lo), math.Abs(hi))
 	}
-	c.stream.mu.Unlock()
+	e.stream.mu.Unlock()
 	s.FirstRTP, s.FirstRTCP = firstRTP, firstRTCP
-	c.wire.mu.Lock()
-	s.WireRTP, s.WireRTCP, s.FirstWireRTP, s.FirstWireRTCP = c.wire.rtp, c.wire.rtcp, c.wire.firstRTP, c.wire.firstRTCP
-	c.wire.mu.Unlock()
+	e.wire.mu.Lock()
+	s.WireRTP, s.WireRTCP, s.FirstWireRTP, s.FirstWireRTCP = e.wire.rtp, e.wire.rtcp, e.wire.firstRTP, e.wire.firstRTCP
+	e.wire.mu.Unlock()
 	s.MinPPS = -1
 	if len(s.PPS) > 1 {
 		s.MinPPS = slices.Min(s.PPS[:len(s.PPS)-1]) // the last window is still filling
@@ -268,40 +268,40 @@ type ReceivedDigit struct {
 }
 
 // Digits returns the DTMF digits received from the business so far.
-func (c *Caller) Digits() []ReceivedDigit {
-	c.heardMu.Lock()
-	defer c.heardMu.Unlock()
-	return slices.Clone(c.digits)
+func (e *endpoint) Digits() []ReceivedDigit {
+	e.heardMu.Lock()
+	defer e.heardMu.Unlock()
+	return slices.Clone(e.digits)
 }
 
 // Heard is the analyzer fed with the decoded (Opus -> 8 kHz) audio from the business, stamped
 // with arrival times; it expects CallOptions.ExpectHz at ExpectDBFS.
-func (c *Caller) Heard() *audio.Analyzer { return c.heard }
+func (e *endpoint) Heard() *audio.Analyzer { return e.heard }
 
 // HeardMarkers detects the marker sequence (MarkerF1Hz/MarkerF2Hz) in the business audio.
-func (c *Caller) HeardMarkers() *audio.MarkerReceiver { return c.markers }
+func (e *endpoint) HeardMarkers() *audio.MarkerReceiver { return e.markers }
 
 // MarkerSender is the caller's marker generator when CallOptions.Marker is set (else nil); a
 // receiver on the PBX side can Attach to it to measure the WhatsApp->PBX delay.
-func (c *Caller) MarkerSender() *audio.MarkerSender { return c.markerTx }
+func (e *endpoint) MarkerSender() *audio.MarkerSender { return e.markerTx }
 
 // onTrack starts the reader of the business's audio (pion calls it after the first packet).
-func (c *Caller) onTrack(tr *pwebrtc.TrackRemote, _ *pwebrtc.RTPReceiver) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+func (e *endpoint) onTrack(tr *pwebrtc.TrackRemote, _ *pwebrtc.RTPReceiver) {
+	e.emu.Lock()
+	if e.closed {
+		e.emu.Unlock()
 		return
 	}
-	c.wg.Add(1)
-	c.mu.Unlock()
-	go c.readMedia(tr)
+	e.wg.Add(1)
+	e.emu.Unlock()
+	go e.readMedia(tr)
 }
 
-func (c *Caller) readMedia(tr *pwebrtc.TrackRemote) {
-	defer c.wg.Done()
+func (e *endpoint) readMedia(tr *pwebrtc.TrackRemote) {
+	defer e.wg.Done()
 	dec, err := transcode.NewDecoder(transcode.CodecOpus, 8000)
 	if err != nil {
-		c.m.log.Error("opus decoder", "err", err)
+		e.m.log.Error("opus decoder", "err", err)
 		return
 	}
 	det := transcode.NewDetector(300 * time.Millisecond)
@@ -317,15 +317,15 @@ func (c *Caller) readMedia(tr *pwebrtc.TrackRemote) {
 		if p.Unmarshal(buf[:n]) != nil {
 			continue
 		}
-		opusPT, tePT, _ := c.track.PayloadTypes()
-		c.stream.add(&p, p.PayloadType == opusPT, at)
+		opusPT, tePT, _ := e.track.PayloadTypes()
+		e.stream.add(&p, p.PayloadType == opusPT, at)
 		switch p.PayloadType {
 		case opusPT:
 			if k, err := dec.Decode(p.Payload, pcm); err == nil {
-				c.heard.Add(pcm[:k], at)
-				c.markers.Add(pcm[:k], at)
-				if c.opts.OnAudio != nil {
-					c.opts.OnAudio(pcm[:k], at)
+				e.heard.Add(pcm[:k], at)
+				e.markers.Add(pcm[:k], at)
+				if e.mo.OnAudio != nil {
+					e.mo.OnAudio(pcm[:k], at)
 				}
 			}
 		case tePT:
@@ -334,21 +334,21 @@ func (c *Caller) readMedia(tr *pwebrtc.TrackRemote) {
 				continue
 			}
 			if d, ok := det.Push(p.Timestamp, ev, at); ok {
-				c.addDigit(d, p.PayloadType, at)
+				e.addDigit(d, p.PayloadType, at)
 			}
 		}
 		if d, ok := det.Expire(at); ok {
-			c.addDigit(d, tePT, at)
+			e.addDigit(d, tePT, at)
 		}
 	}
 }
 
-func (c *Caller) addDigit(d transcode.Digit, pt uint8, at time.Time) {
-	c.heardMu.Lock()
-	c.digits = append(c.digits, ReceivedDigit{
+func (e *endpoint) addDigit(d transcode.Digit, pt uint8, at time.Time) {
+	e.heardMu.Lock()
+	e.digits = append(e.digits, ReceivedDigit{
 		Rune: transcode.DigitRune(d.Code), Duration: time.Duration(d.Duration) * time.Second / 8000, PT: pt, At: at,
 	})
-	c.heardMu.Unlock()
+	e.heardMu.Unlock()
 }
 
 type dtmfReq struct {
@@ -360,47 +360,47 @@ type dtmfReq struct {
 // `gap` of audio between digits; durations in 8 kHz units, the timestamp constant over an event,
 // three End packets. It returns at once; WaitDTMF waits until they are sent. Digits queued before
 // accept go out once media starts. Invalid characters are skipped.
-func (c *Caller) SendDTMF(digits string, each, gap time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (e *endpoint) SendDTMF(digits string, each, gap time.Duration) {
+	e.emu.Lock()
+	defer e.emu.Unlock()
 	for _, r := range digits {
 		if code, ok := transcode.DigitCode(r); ok {
-			c.dtmf = append(c.dtmf, dtmfReq{code: code, each: each, gap: gap})
+			e.dtmf = append(e.dtmf, dtmfReq{code: code, each: each, gap: gap})
 		}
 	}
 }
 
 // WaitDTMF waits until every queued digit has been sent.
-func (c *Caller) WaitDTMF(ctx context.Context) error {
+func (e *endpoint) WaitDTMF(ctx context.Context) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		c.mu.Lock()
-		idle := len(c.dtmf) == 0 && !c.dtmfBusy
-		c.mu.Unlock()
+		e.emu.Lock()
+		idle := len(e.dtmf) == 0 && !e.dtmfBusy
+		e.emu.Unlock()
 		if idle {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-c.ended:
+		case <-e.ended:
 			return fmt.Errorf("wasim: call ended with DTMF pending")
 		case <-t.C:
 		}
 	}
 }
 
-func (c *Caller) nextDTMF() (dtmfReq, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.dtmf) == 0 {
-		c.dtmfBusy = false
+func (e *endpoint) nextDTMF() (dtmfReq, bool) {
+	e.emu.Lock()
+	defer e.emu.Unlock()
+	if len(e.dtmf) == 0 {
+		e.dtmfBusy = false
 		return dtmfReq{}, false
 	}
-	d := c.dtmf[0]
-	c.dtmf = c.dtmf[1:]
-	c.dtmfBusy = true
+	d := e.dtmf[0]
+	e.dtmf = e.dtmf[1:]
+	e.dtmfBusy = true
 	return d, true
 }
 
@@ -409,17 +409,17 @@ func (c *Caller) nextDTMF() (dtmfReq, bool) {
 // Frames are paced by the wall clock, not by ticks: a loaded machine delays ticks, and the
 // sender catches up (in a burst of at most maxBurst frames) so that the packet rate and the
 // RTP timestamps follow real time, as a phone's audio clock would.
-func (c *Caller) sendMedia() {
-	defer c.wg.Done()
+func (e *endpoint) sendMedia() {
+	defer e.wg.Done()
 	enc, err := transcode.NewEncoder(transcode.CodecOpus, 8000, transcode.EncoderOptions{Complexity: 5})
 	if err != nil {
-		c.m.log.Error("opus encoder", "err", err)
+		e.m.log.Error("opus encoder", "err", err)
 		return
 	}
 	f := &frameSender{
-		c:    c,
+		e:    e,
 		enc:  enc,
-		tone: transcode.NewToneGen(c.opts.ToneHz, 8000, transcode.AmpForDBFS(c.opts.ToneDBFS)),
+		tone: transcode.NewToneGen(e.mo.ToneHz, 8000, transcode.AmpForDBFS(e.mo.ToneDBFS)),
 		pcm:  make([]int16, 160), out: make([]byte, 1000), ev: make([]byte, transcode.EventSize),
 		seq: uint16(rand.Uint32()), ts: rand.Uint32(), first: true,
 	}
@@ -432,11 +432,11 @@ func (c *Caller) sendMedia() {
 	defer rt.Stop()
 	for {
 		select {
-		case <-c.stop:
+		case <-e.stop:
 			return
 		case now := <-rt.C:
-			if err := c.pc.WriteRTCP(c.report(f, now)); err != nil {
-				c.m.log.Debug("caller rtcp", "err", err)
+			if err := e.pc.WriteRTCP(e.report(f, now)); err != nil {
+				e.m.log.Debug("caller rtcp", "err", err)
 			}
 		case now := <-t.C:
 			due := int(now.Sub(start)/frame) + 1
@@ -448,7 +448,7 @@ func (c *Caller) sendMedia() {
 			}
 			for ; sent < due; sent++ {
 				if err := f.send(now); err != nil {
-					c.m.log.Error("caller media", "err", err)
+					e.m.log.Error("caller media", "err", err)
 					return
 				}
 			}
@@ -458,7 +458,7 @@ func (c *Caller) sendMedia() {
 
 // frameSender holds the caller's outgoing stream state.
 type frameSender struct {
-	c        *Caller
+	e        *endpoint
 	enc      transcode.Encoder
 	tone     *transcode.ToneGen
 	pcm      []int16
@@ -477,21 +477,21 @@ const callerRTCPInterval = 2 * time.Second
 
 // report builds the caller's SR (RFC 3550 §6.4.1) with a reception report about the business
 // stream whose LSR/DLSR let the gateway measure the round trip.
-func (c *Caller) report(f *frameSender, now time.Time) []rtcp.Packet {
+func (e *endpoint) report(f *frameSender, now time.Time) []rtcp.Packet {
 	sr := &rtcp.SenderReport{
-		SSRC: c.track.SSRC(), NTPTime: ntpTime(now), RTPTime: f.ts,
+		SSRC: e.track.SSRC(), NTPTime: ntpTime(now), RTPTime: f.ts,
 		PacketCount: f.packets, OctetCount: f.octets,
 	}
-	c.stream.mu.Lock()
-	if n := len(c.stream.s.SSRCs); n > 0 {
-		rr := rtcp.ReceptionReport{SSRC: c.stream.s.SSRCs[n-1], LastSequenceNumber: uint32(c.stream.lastSeq)}
-		if !c.stream.lastSRAt.IsZero() {
-			rr.LastSenderReport = c.stream.lastSR
-			rr.Delay = uint32(now.Sub(c.stream.lastSRAt).Seconds() * 65536)
+	e.stream.mu.Lock()
+	if n := len(e.stream.s.SSRCs); n > 0 {
+		rr := rtcp.ReceptionReport{SSRC: e.stream.s.SSRCs[n-1], LastSequenceNumber: uint32(e.stream.lastSeq)}
+		if !e.stream.lastSRAt.IsZero() {
+			rr.LastSenderReport = e.stream.lastSR
+			rr.Delay = uint32(now.Sub(e.stream.lastSRAt).Seconds() * 65536)
 		}
 		sr.Reports = []rtcp.ReceptionReport{rr}
 	}
-	c.stream.mu.Unlock()
+	e.stream.mu.Unlock()
 	return []rtcp.Packet{sr}
 }
 
@@ -503,10 +503,10 @@ func ntpTime(t time.Time) uint64 {
 }
 
 func (f *frameSender) send(now time.Time) error {
-	c := f.c
-	opusPT, tePT, _ := c.track.PayloadTypes()
+	e := f.e
+	opusPT, tePT, _ := e.track.PayloadTypes()
 	if !f.gen.Active() && f.gapLeft <= 0 {
-		if d, ok := c.nextDTMF(); ok {
+		if d, ok := e.nextDTMF(); ok {
 			f.gen.Start(d.code, uint16(d.each*8000/time.Second), 10)
 			f.evTS, f.gapLeft = f.ts, d.gap
 		}
@@ -517,18 +517,18 @@ func (f *frameSender) send(now time.Time) error {
 		// All packets of an event, End repeats included, carry the stream timestamp of the
 		// event start and share the audio's sequence space (RFC 4733 §2.5.1.2, Meta §5.4);
 		// the stream clock keeps running underneath.
-		e, start := f.gen.Next(160)
-		payload = f.ev[:e.Put(f.ev)]
+		ev, start := f.gen.Next(160)
+		payload = f.ev[:ev.Put(f.ev)]
 		h.PayloadType, h.Timestamp, h.Marker = tePT, f.evTS, start
-		if e.End && c.opts.DTMFDropEnd {
+		if ev.End && e.mo.DTMFDropEnd {
 			// Impairment: every End packet is lost; the receiver must end the event by timeout.
 			f.seq++
 			f.ts += 960
 			return nil
 		}
 	} else {
-		if c.markerTx != nil {
-			c.markerTx.Fill(f.pcm, now)
+		if e.markerTx != nil {
+			e.markerTx.Fill(f.pcm, now)
 		} else {
 			f.tone.Fill(f.pcm)
 		}
@@ -541,8 +541,8 @@ func (f *frameSender) send(now time.Time) error {
 		f.first = false
 		f.gapLeft -= 20 * time.Millisecond
 	}
-	if err := c.track.WriteRTP(&h, payload); err != nil {
-		c.m.log.Debug("caller write", "err", err)
+	if err := e.track.WriteRTP(&h, payload); err != nil {
+		e.m.log.Debug("caller write", "err", err)
 	} else {
 		f.packets++
 		f.octets += uint32(len(payload))

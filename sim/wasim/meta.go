@@ -3,6 +3,11 @@
 // exact JSON shape, and WhatsApp caller peers shaped like Meta's media relay (ICE-lite, DTLS
 // actpass, Opus 111 + telephone-event/8000 126, one SSRC) that record everything they receive.
 //
+// It plays both directions: users who call the business (Call, Caller) and users the business
+// calls (SetUser, Callee: connect, RINGING/ACCEPTED/REJECTED, terminate), with their call
+// permissions (GET call_permissions, permission requests on POST /messages, permission
+// replies and user messages on the messages webhook field) and Meta's limits.
+//
 // Everything runs on 127.0.0.1. The rules it enforces are those of
 // whatsapp-calling-api.md in the project's reference documents (cited by section).
 package wasim
@@ -39,7 +44,16 @@ type Config struct {
 	// StatusAsArray sends terminate status as ["Completed"] instead of "COMPLETED" (both are
 	// in Meta's docs, §2.5).
 	StatusAsArray bool
-	Logger        *slog.Logger
+	// RingTimeout: a business-initiated call nobody answers ends with terminate FAILED after
+	// this long (Meta's value is UNCONFIRMED, §5.5; default 60 s).
+	RingTimeout time.Duration
+	// PermissionsRate limits GET call_permissions to this many requests per second, answering
+	// HTTP 429 code 613 above it (§3.5: 5 or 100 req/s); 0 means unlimited.
+	PermissionsRate int
+	// Now is the simulator's clock for webhook timestamps, permission expiry and the limit
+	// windows (default time.Now). Ring and media timers run on real time.
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -60,6 +74,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.NoMediaMid <= 0 {
 		c.NoMediaMid = 30 * time.Second
+	}
+	if c.RingTimeout <= 0 {
+		c.RingTimeout = 60 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -85,10 +105,18 @@ type Meta struct {
 	mu       sync.Mutex
 	closed   bool
 	calls    map[string]*Caller
+	callees  map[string]*Callee
+	newCall  []*Callee     // business-initiated calls in creation order, for WaitCallee
+	taken    int           // how many of newCall WaitCallee has returned
+	calleeCh chan struct{} // closed and replaced whenever a callee is added
 	requests []GraphRequest
 	webhooks []WebhookDelivery
 	failures map[string][]injected
 	delays   map[string]time.Duration // per action: how long the Graph API takes to answer
+
+	umu     sync.Mutex // guards users, permGets; never held while taking another lock
+	users   map[string]*user
+	permGet []time.Time // GET call_permissions arrivals in the last second (rate limit)
 
 	wg sync.WaitGroup // background webhook deliveries and callers
 }
@@ -117,10 +145,15 @@ func Start(ctx context.Context, cfg Config) (*Meta, error) {
 		ctx:      bg,
 		stop:     stop,
 		calls:    make(map[string]*Caller),
+		callees:  make(map[string]*Callee),
+		calleeCh: make(chan struct{}),
 		failures: make(map[string][]injected),
+		users:    make(map[string]*user),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /{version}/{pnid}/calls", m.handleCalls)
+	mux.HandleFunc("GET /{version}/{pnid}/call_permissions", m.handlePermissions)
+	mux.HandleFunc("POST /{version}/{pnid}/messages", m.handleMessages)
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	m.wg.Add(1)
 	go func() {
@@ -137,6 +170,9 @@ func (m *Meta) GraphURL() string { return "http://" + m.ln.Addr().String() + "/v
 
 // Config returns the effective configuration (defaults filled in).
 func (m *Meta) Config() Config { return m.cfg }
+
+// now is the simulator's clock (Config.Now).
+func (m *Meta) now() time.Time { return m.cfg.Now() }
 
 // Requests returns every Graph API request received so far.
 func (m *Meta) Requests() []GraphRequest {
@@ -216,10 +252,17 @@ func (m *Meta) Close() error {
 	for _, c := range m.calls {
 		calls = append(calls, c)
 	}
+	callees := make([]*Callee, 0, len(m.callees))
+	for _, c := range m.callees {
+		callees = append(callees, c)
+	}
 	m.mu.Unlock()
 
 	for _, c := range calls {
 		c.end("sim_closed", endOpts{silent: true})
+	}
+	for _, c := range callees {
+		c.end("sim_closed", calleeEnd{silent: true})
 	}
 	m.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -227,6 +270,9 @@ func (m *Meta) Close() error {
 	err := m.srv.Shutdown(ctx)
 	m.wg.Wait()
 	for _, c := range calls {
+		c.wg.Wait()
+	}
+	for _, c := range callees {
 		c.wg.Wait()
 	}
 	m.http.CloseIdleConnections()
@@ -238,4 +284,11 @@ func newID(prefix string, n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return prefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

@@ -16,7 +16,7 @@ import (
 )
 
 // The webhook bodies below are written field by field in the order of Meta's samples
-// (whatsapp-calling-api.md §2.1, §2.2, §2.5), deliberately without the whatsapp package's
+// (whatsapp-calling-api.md §2.1–§2.5, §2.8), deliberately without the whatsapp package's
 // types: the simulator tests our parser against Meta's format, not against itself.
 
 type whEnvelope struct {
@@ -35,11 +35,13 @@ type whChange struct {
 }
 
 type whValue struct {
-	MessagingProduct string      `json:"messaging_product"`
-	Metadata         whMetadata  `json:"metadata"`
-	Contacts         []whContact `json:"contacts,omitempty"`
-	Calls            []any       `json:"calls"`
-	Errors           []whError   `json:"errors,omitempty"`
+	MessagingProduct string     `json:"messaging_product"`
+	Metadata         whMetadata `json:"metadata"`
+	Contacts         []any      `json:"contacts,omitempty"`
+	Calls            []any      `json:"calls,omitempty"`
+	Statuses         []any      `json:"statuses,omitempty"`
+	Messages         []any      `json:"messages,omitempty"`
+	Errors           []whError  `json:"errors,omitempty"`
 }
 
 type whMetadata struct {
@@ -85,6 +87,7 @@ type whTerminate struct {
 	To              string `json:"to"`
 	From            string `json:"from"`
 	FromUserID      string `json:"from_user_id,omitempty"`
+	ToUserID        string `json:"to_user_id,omitempty"`
 	Event           string `json:"event"`
 	Direction       string `json:"direction"`
 	BizOpaque       string `json:"biz_opaque_callback_data,omitempty"`
@@ -121,19 +124,22 @@ var errorTitles = map[int]string{
 
 func unixString(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
 
-func (m *Meta) envelope(v whValue) ([]byte, error) {
+func (m *Meta) envelope(v whValue) ([]byte, error) { return m.envelopeField("calls", v) }
+
+// envelopeField wraps a change value for field ("calls" or "messages", §2.1, §2.8).
+func (m *Meta) envelopeField(field string, v whValue) ([]byte, error) {
 	v.MessagingProduct = "whatsapp"
 	v.Metadata = whMetadata{DisplayPhoneNumber: m.cfg.DisplayNumber, PhoneNumberID: m.cfg.PhoneNumberID}
 	return json.Marshal(whEnvelope{
 		Object: "whatsapp_business_account",
-		Entry:  []whEntry{{ID: m.cfg.WABAID, Changes: []whChange{{Field: "calls", Value: v}}}},
+		Entry:  []whEntry{{ID: m.cfg.WABAID, Changes: []whChange{{Field: field, Value: v}}}},
 	})
 }
 
 func (m *Meta) connectBody(c *Caller) ([]byte, error) {
 	o := c.opts
 	return m.envelope(whValue{
-		Contacts: []whContact{{Profile: whProfile{Name: o.Name}, WaID: o.From, UserID: o.BSUID}},
+		Contacts: []any{whContact{Profile: whProfile{Name: o.Name}, WaID: o.From, UserID: o.BSUID}},
 		Calls: []any{whConnect{
 			ID: c.id, To: m.cfg.DisplayNumber, From: o.From, FromUserID: o.BSUID,
 			Event: "connect", Timestamp: unixString(o.Timestamp), Direction: "USER_INITIATED",
@@ -172,6 +178,94 @@ func (m *Meta) terminateBody(c *Caller, status string, acceptedAt, endedAt time.
 	return m.envelope(v)
 }
 
+// whBICConnect is calls[0] of a business-initiated connect (§2.3): Meta's SDP answer. from is
+// the business and to the user: the 2026 fields name the callee to_user_id (§2.3), although
+// Meta's older sample copies the user-initiated numbers (DOC-CONFLICT).
+type whBICConnect struct {
+	ID        string    `json:"id"`
+	To        string    `json:"to"`
+	From      string    `json:"from"`
+	ToUserID  string    `json:"to_user_id,omitempty"`
+	Event     string    `json:"event"`
+	Timestamp string    `json:"timestamp"`
+	Direction string    `json:"direction"`
+	BizOpaque string    `json:"biz_opaque_callback_data,omitempty"`
+	Session   whSession `json:"session"`
+}
+
+// whCallContact is a contacts[] entry of a business-initiated call webhook: wa_id, and the
+// BSUID since 2026 (§2.3).
+type whCallContact struct {
+	WaID   string `json:"wa_id"`
+	UserID string `json:"user_id,omitempty"`
+}
+
+// whCallStatus is a statuses[] element of a business-initiated call (§2.4).
+type whCallStatus struct {
+	ID              string `json:"id"`
+	Timestamp       string `json:"timestamp"`
+	Type            string `json:"type"`
+	Status          string `json:"status"`
+	RecipientID     string `json:"recipient_id"`
+	RecipientUserID string `json:"recipient_user_id,omitempty"`
+	BizOpaque       string `json:"biz_opaque_callback_data,omitempty"`
+}
+
+func (c *Callee) mustBody(b []byte, err error) []byte {
+	if err != nil {
+		c.m.log.Error("webhook body", "wacid", c.id, "err", err)
+	}
+	return b
+}
+
+func (c *Callee) connectBody() []byte {
+	return c.mustBody(c.m.envelope(whValue{
+		Contacts: []any{whCallContact{WaID: c.uo.WaID, UserID: c.uo.BSUID}},
+		Calls: []any{whBICConnect{
+			ID: c.id, To: c.uo.WaID, From: c.m.cfg.DisplayNumber, ToUserID: c.uo.BSUID,
+			Event: "connect", Timestamp: unixString(c.m.now()), Direction: "BUSINESS_INITIATED",
+			BizOpaque: c.opaque, Session: whSession{SDPType: "answer", SDP: c.answer},
+		}},
+	}))
+}
+
+func (c *Callee) statusBody(status string) []byte {
+	return c.mustBody(c.m.envelope(whValue{Statuses: []any{whCallStatus{
+		ID: c.id, Timestamp: unixString(c.m.now()), Type: "call", Status: status,
+		RecipientID: c.uo.WaID, RecipientUserID: c.uo.BSUID, BizOpaque: c.opaque,
+	}}}))
+}
+
+// terminateBody: times on Config.Now; c.mu is held.
+func (c *Callee) terminateBody(wasAccepted bool, errCode int) []byte {
+	now := c.m.now()
+	status := "FAILED"
+	if wasAccepted && errCode == 0 {
+		status = "COMPLETED"
+	}
+	t := whTerminate{
+		ID: c.id, To: c.uo.WaID, From: c.m.cfg.DisplayNumber, ToUserID: c.uo.BSUID,
+		Event: "terminate", Direction: "BUSINESS_INITIATED", BizOpaque: c.opaque,
+		Timestamp: unixString(now), Status: status,
+	}
+	if c.m.cfg.StatusAsArray {
+		t.Status = []string{status[:1] + strings.ToLower(status[1:])}
+	}
+	if wasAccepted {
+		d := int64(now.Sub(c.acceptedSim).Round(time.Second) / time.Second)
+		t.StartTime, t.EndTime, t.Duration = unixString(c.acceptedSim), unixString(now), &d
+	}
+	v := whValue{Calls: []any{t}}
+	if errCode != 0 {
+		v.Errors = []whError{{
+			Code: errCode, Message: errorTitles[errCode],
+			Href:      "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/",
+			ErrorData: whErrorData{Details: errorTitles[errCode]},
+		}}
+	}
+	return c.mustBody(c.m.envelope(v))
+}
+
 // Sign returns the X-Hub-Signature-256 value for body: "sha256=" + hex(HMAC-SHA256(body,
 // secret)) (§2.1).
 func Sign(body []byte, secret string) string {
@@ -182,7 +276,9 @@ func Sign(body []byte, secret string) string {
 
 // WebhookDelivery is one webhook POST the simulator made.
 type WebhookDelivery struct {
-	Event  string // "connect", "terminate" or "raw"
+	// Event: "connect", "terminate", "status" (call status), "permission_reply", "message"
+	// (from the user), "message_status" (of a message the business sent) or "raw".
+	Event  string
 	CallID string
 	Body   []byte
 	At     time.Time
