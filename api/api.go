@@ -30,6 +30,9 @@ type Config struct {
 	Token  string
 	Calls  CallReader
 	Logger *slog.Logger
+	// Outbound serves permission requests and click-to-call (outbound.go);
+	// nil: those endpoints answer 501.
+	Outbound Outbound
 }
 
 // New returns the handler for /api/. Mount it on the admin listener:
@@ -39,14 +42,22 @@ func New(c Config) http.Handler {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	h := &handler{calls: c.Calls, log: c.Logger}
+	h := &handler{calls: c.Calls, log: c.Logger, out: c.Outbound}
 	if c.Token != "" {
 		sum := sha256.Sum256([]byte(c.Token))
 		h.tokenSum = sum[:]
 	}
 	mux := http.NewServeMux()
 	// Methods are checked in the handlers so every error stays JSON.
-	mux.HandleFunc("/api/calls", h.get(h.list))
+	mux.HandleFunc("/api/calls", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			h.post(h.clickToCall)(w, r)
+			return
+		}
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		h.get(h.list)(w, r)
+	})
+	h.outboundRoutes(mux)
 	mux.HandleFunc("/api/calls.csv", h.get(h.csv))
 	mux.HandleFunc("/api/calls/{id}", h.get(h.call))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
@@ -56,6 +67,7 @@ func New(c Config) http.Handler {
 }
 
 type handler struct {
+	out      Outbound
 	calls    CallReader
 	log      *slog.Logger
 	tokenSum []byte // SHA-256 of the token; nil = API disabled

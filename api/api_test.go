@@ -102,12 +102,12 @@ func TestAuth(t *testing.T) {
 		{"disabled", off, "/api/calls", "Bearer " + token, 401, `Bearer realm="ponte"`},
 		{"disabled empty bearer", off, "/api/calls", "Bearer ", 401, `Bearer realm="ponte"`},
 		{"unknown path", on, "/api/secret", "Bearer " + token, 404, ""},
-		{"post", on, "/api/calls", "Bearer " + token, 405, ""},
+		{"put", on, "/api/calls", "Bearer " + token, 405, ""},
 	}
 	for _, tc := range cases {
 		method := http.MethodGet
-		if tc.name == "post" {
-			method = http.MethodPost
+		if tc.name == "put" {
+			method = http.MethodPut
 		}
 		w := do(t, tc.h, method, tc.path, tc.auth)
 		if w.Code != tc.code {

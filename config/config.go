@@ -32,7 +32,9 @@ type Config struct {
 
 	// Admission control and drain (config/ops.go).
 	Admission Admission `yaml:"admission"`
-	Drain     Drain     `yaml:"drain"`
+	// Outbound: business-initiated calls (config/outbound.go).
+	Outbound Outbound `yaml:"outbound"`
+	Drain    Drain    `yaml:"drain"`
 }
 
 // Log configures log/slog.
@@ -72,6 +74,9 @@ type Number struct {
 	DisplayPhoneNumber string `yaml:"display_phone_number"`
 	InboundRoute       string `yaml:"inbound_route"`
 	OutboundTrunk      string `yaml:"outbound_trunk"`
+	// PermissionRequest: ask users for call permission when an agent dials
+	// one who has not given it (config/outbound.go).
+	PermissionRequest *PermissionRequest `yaml:"permission_request"`
 }
 
 // Media configures both media legs.
@@ -98,6 +103,8 @@ type SIP struct {
 	// TLSCert and TLSKey: the certificate tls: listeners present (trunk_tls.go).
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// Server: authentication of PBX-originated INVITEs (config/outbound.go).
+	Server SIPServer `yaml:"server"`
 }
 
 // Trunk is a PBX or callbot ponte sends calls to.
@@ -132,6 +139,10 @@ type Trunk struct {
 	SRTP string    `yaml:"srtp"`
 	// Transfer: which REFER targets its PBX may send callers to (trunk_transfer.go).
 	Transfer Transfer `yaml:"transfer"`
+	// Inbound: the PBX may place calls to WhatsApp users through ponte;
+	// Register: ponte registers to the trunk (config/outbound.go).
+	Inbound  *TrunkInbound  `yaml:"inbound"`
+	Register *TrunkRegister `yaml:"register"`
 }
 
 // Auth holds digest credentials.
@@ -316,6 +327,7 @@ func (c *Config) applyDefaults() {
 	def(&c.Store.DSN, "./ponte.db")
 	c.applyStoreDefaults() // config/store.go
 	c.applyOpsDefaults()   // config/ops.go
+	c.applyOutboundDefaults()
 }
 
 // problem is one validation failure, tied to a key path.
@@ -475,6 +487,7 @@ func (c *Config) validate() []problem {
 	c.validateRoutes(add)
 	c.validateOps(add)       // config/ops.go
 	c.validateTransfers(add) // trunk_transfer.go
+	c.validateOutbound(add)  // outbound.go
 	switch c.Store.Driver {
 	case "sqlite", "memory":
 	default:

@@ -12,7 +12,7 @@ func env(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
 
-var fullEnv = env(map[string]string{"WA_ACCESS_TOKEN": "tok", "WA_APP_SECRET": "sec", "WA_VERIFY_TOKEN": "ver", "PBX_PASSWORD": "p:w#1"})
+var fullEnv = env(map[string]string{"WA_ACCESS_TOKEN": "tok", "WA_APP_SECRET": "sec", "WA_VERIFY_TOKEN": "ver", "PBX_PASSWORD": "p:w#1", "PBX_IN_PASSWORD": "in-secret"})
 
 func TestExampleLoads(t *testing.T) {
 	b, err := os.ReadFile("example.yaml")
@@ -42,10 +42,10 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		want           []string
 	}{
 		{"missing env", "", "", env(nil), []string{"line 9: whatsapp.access_token: environment variable WA_ACCESS_TOKEN is not set"}},
-		{"unknown key", "ring_timeout: 25s", "ring_timout: 25s", fullEnv, []string{"line 36: routes.support.targets[0].ring_timout: unknown key"}},
+		{"unknown key", "ring_timeout: 25s", "ring_timout: 25s", fullEnv, []string{"line 41: routes.support.targets[0].ring_timout: unknown key"}},
 		{"bad codec", "[ PCMU, PCMA ]", "[ PCMU, G729 ]", fullEnv, []string{"line 27: sip.trunks[0].codecs[1]: \"G729\" is not one of PCMU, PCMA, opus"}},
 		{"bad duration", "accept_deadline: 30s", "accept_deadline: soon", fullEnv, []string{"line 12", "not a duration"}},
-		{"undefined trunk", "trunk: pbx-main, ring", "trunk: pbx-x, ring", fullEnv, []string{"line 36: routes.support.targets[0].trunk: trunk \"pbx-x\" is not defined"}},
+		{"undefined trunk", "trunk: pbx-main, ring", "trunk: pbx-x, ring", fullEnv, []string{"line 41: routes.support.targets[0].trunk: trunk \"pbx-x\" is not defined"}},
 		{"early media", "early_media: ignore", "early_media: maybe", fullEnv, []string{"line 29: sip.trunks[0].early_media"}},
 		{"ring too long", "ring_timeout: 25s", "ring_timeout: 45s", fullEnv, []string{"ring_timeout: 45s must be >0 and fit in whatsapp.accept_deadline"}},
 		{"ports", "20000-29999", "29999-20000", fullEnv, []string{"line 18: media.rtp_ports"}},

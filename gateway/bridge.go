@@ -233,6 +233,9 @@ func (b *Bridge) SetPBX(m pbxMedia) error {
 	toPBX.mu.Lock()
 	defer toPBX.mu.Unlock()
 	toPBX.resetCodecs()
+	if toPBX.localCodec != m.Codec {
+		toPBX.localEnc, toPBX.localCodec = nil, m.Codec // PlayToPBX encodes in the PBX's codec
+	}
 	toPBX.outPT = m.PT
 	mode := m.DTMFMode
 	if mode == "" {
@@ -346,6 +349,29 @@ func (b *Bridge) PlayToMeta(fill func(pcm []int16)) error {
 			return err
 		}
 		d.silence = silence
+	}
+	d.local = fill
+	return nil
+}
+
+// PlayToPBX plays locally made audio toward the PBX in its codec (the
+// ringback a click-to-call agent hears while the WhatsApp user is called);
+// nil stops it and the user's audio takes over. Call it after SetPBX.
+func (b *Bridge) PlayToPBX(fill func(pcm []int16)) error {
+	d := b.toPBX
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if fill != nil && d.localEnc == nil {
+		if d.localCodec == "" {
+			return errors.New("gateway: PlayToPBX before SetPBX")
+		}
+		enc, err := transcode.NewEncoder(d.localCodec, pcmRate, transcode.EncoderOptions{
+			Complexity: b.params.Complexity, Bitrate: b.params.Bitrate,
+		})
+		if err != nil {
+			return err
+		}
+		d.localEnc = enc
 	}
 	d.local = fill
 	return nil

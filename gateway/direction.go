@@ -37,40 +37,41 @@ type direction struct {
 	detect     *transcode.InbandDetector // in-band DTMF: digits found in the source's PCM
 
 	// sink side (playout goroutine, under mu)
-	out       rtpLeg
-	open      bool
-	start     time.Time
-	slots     uint32 // 20 ms slots since start: timestamp = base + slots*clock
-	tsBase    uint32
-	seq       uint16
-	ssrc      uint32
-	clock     uint32        // timestamp units per slot (960 for Opus, 160 for G.711 at 20 ms)
-	slotDur   time.Duration // outgoing packet duration: 20 ms, or the PBX's a=ptime
-	outN      int           // PCM samples per outgoing packet when transcoding
-	outPT     uint8
-	outDTMFPT uint8
-	hasDTMF   bool                                // the sink takes RFC 4733 events
-	dtmfMode  string                              // rfc4733 | info | inband: how events reach the sink
-	gen       *transcode.InbandGenerator          // inband: tones mixed into the PCM toward the sink
-	infoOut   func(digit rune, dur time.Duration) // info: a digit to send as SIP INFO (must not block)
-	endSeen   bool                                // lastEndTS is the outgoing timestamp of the last
-	lastEndTS uint32                              // event whose End was acted on (End is sent 3 times)
-	dec       transcode.Decoder                   // nil: passthrough
-	probe     transcode.Decoder                   // passthrough only: tells silence while winning back a backlog
-	enc       transcode.Encoder
-	silence   []byte
-	paused    bool              // the sink must receive nothing now (PBX hold)
-	local     func(pcm []int16) // local audio (ringback, queue music) played instead of the source
-	localEnc  transcode.Encoder
-	winBack   bool
-	target    int       // current playout depth in frames (adaptive)
-	minTarget int       // configured depth
-	calmSince time.Time // last underrun: the depth decays after a calm period
-	hadAudio  bool
-	underrun  int
-	compressN uint32
-	holding   bool      // playout is waiting for a late packet
-	now       time.Time // of the current tick
+	out        rtpLeg
+	open       bool
+	start      time.Time
+	slots      uint32 // 20 ms slots since start: timestamp = base + slots*clock
+	tsBase     uint32
+	seq        uint16
+	ssrc       uint32
+	clock      uint32        // timestamp units per slot (960 for Opus, 160 for G.711 at 20 ms)
+	slotDur    time.Duration // outgoing packet duration: 20 ms, or the PBX's a=ptime
+	outN       int           // PCM samples per outgoing packet when transcoding
+	outPT      uint8
+	outDTMFPT  uint8
+	hasDTMF    bool                                // the sink takes RFC 4733 events
+	dtmfMode   string                              // rfc4733 | info | inband: how events reach the sink
+	gen        *transcode.InbandGenerator          // inband: tones mixed into the PCM toward the sink
+	infoOut    func(digit rune, dur time.Duration) // info: a digit to send as SIP INFO (must not block)
+	endSeen    bool                                // lastEndTS is the outgoing timestamp of the last
+	lastEndTS  uint32                              // event whose End was acted on (End is sent 3 times)
+	dec        transcode.Decoder                   // nil: passthrough
+	probe      transcode.Decoder                   // passthrough only: tells silence while winning back a backlog
+	enc        transcode.Encoder
+	silence    []byte
+	paused     bool              // the sink must receive nothing now (PBX hold)
+	local      func(pcm []int16) // local audio (ringback, queue music) played instead of the source
+	localEnc   transcode.Encoder
+	localCodec string // codec of localEnc toward the PBX (PlayToPBX)
+	winBack    bool
+	target     int       // current playout depth in frames (adaptive)
+	minTarget  int       // configured depth
+	calmSince  time.Time // last underrun: the depth decays after a calm period
+	hadAudio   bool
+	underrun   int
+	compressN  uint32
+	holding    bool      // playout is waiting for a late packet
+	now        time.Time // of the current tick
 
 	pcm []int16
 	buf []byte

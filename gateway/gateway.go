@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/gateway/permit"
 	"github.com/ponte-gw/ponte/gateway/route"
 	"github.com/ponte-gw/ponte/sip"
 	"github.com/ponte-gw/ponte/webrtc"
@@ -49,6 +50,9 @@ type Deps struct {
 	Agents AgentStore
 	// Store keeps the call records (nil: in memory only, see Records).
 	Store CallStore
+	// Permits is the business-initiated call policy and permission ledger
+	// (nil: PBX-originated calls are refused with 403).
+	Permits *permit.Service
 }
 
 // AgentStore remembers the agent who answered a caller, for the sticky-agent
@@ -80,6 +84,10 @@ type Gateway struct {
 
 	mu       sync.Mutex
 	calls    map[string]*call // by wacid
+	out      map[string]*call // business-initiated calls, by ponte's id (bic.go)
+	outWACID map[string]*call // the same, by wacid once known
+	stash    map[string]stashed
+	tombs    map[string]tomb
 	records  []Record
 	draining atomic.Bool // set under mu, so no call is added to wg once Close waits on it
 
@@ -87,6 +95,7 @@ type Gateway struct {
 	clips       clipCache                // queue music and announcements, loaded once
 	agents      AgentStore
 	store       CallStore
+	permits     *permit.Service
 	storeErrors atomic.Int64
 
 	trunkDown  map[string]*atomic.Bool // by trunk name; only trunks with OPTIONS pings
@@ -110,7 +119,9 @@ func New(d Deps) *Gateway {
 	}
 	g := &Gateway{
 		cfg: d.Config, rtc: d.WebRTC, ua: d.SIP, log: log, obs: obs, cpu: d.CPU,
-		ctx: ctx, cancel: cancel, calls: map[string]*call{}, trunkDown: map[string]*atomic.Bool{},
+		ctx: ctx, cancel: cancel, calls: map[string]*call{},
+		out: map[string]*call{}, outWACID: map[string]*call{}, stash: map[string]stashed{}, tombs: map[string]tomb{},
+		permits: d.Permits, trunkDown: map[string]*atomic.Bool{},
 	}
 	g.graph = observedGraph{GraphAPI: d.Graph, g: g}
 	var opts []route.Option
@@ -211,11 +222,19 @@ func (g *Gateway) HandleEvent(ctx context.Context, ev whatsapp.CallEvent) {
 	switch ev.Kind {
 	case whatsapp.EventConnect:
 		if ev.Direction == whatsapp.DirBusinessInitiated || ev.SDPType == "answer" {
-			g.log.Info("business-initiated connect ignored: outbound calls are not enabled", "wacid", ev.CallID)
+			g.routeBIC(ev)
 			return
 		}
+		g.userActivity(ev)
 		g.startInbound(ctx, ev)
+	case whatsapp.EventStatus:
+		g.routeBIC(ev)
+	case whatsapp.EventPermissionReply, whatsapp.EventMessage:
+		g.permissionEvent(ev)
 	case whatsapp.EventTerminate:
+		if g.routeBIC(ev) {
+			return
+		}
 		g.mu.Lock()
 		c := g.calls[ev.CallID]
 		g.mu.Unlock()
@@ -280,7 +299,7 @@ func (g *Gateway) StoreErrors() int64 { return g.storeErrors.Load() }
 func (g *Gateway) Active() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return len(g.calls)
+	return len(g.calls) + len(g.out)
 }
 
 // Records returns the records of ended calls, oldest first.
@@ -306,8 +325,8 @@ func (g *Gateway) admitLocked() error {
 		return ErrDraining
 	}
 	a := g.cfg.Admission
-	if a.MaxCalls > 0 && len(g.calls) >= a.MaxCalls {
-		return &OverloadError{Limit: refusedMaxCalls, Detail: fmt.Sprintf("%d calls, max %d", len(g.calls), a.MaxCalls)}
+	if n := len(g.calls) + len(g.out); a.MaxCalls > 0 && n >= a.MaxCalls {
+		return &OverloadError{Limit: refusedMaxCalls, Detail: fmt.Sprintf("%d calls, max %d", n, a.MaxCalls)}
 	}
 	if g.cpu != nil && a.MaxCPU > 0 {
 		if l := g.cpu.Load(); l >= a.MaxCPU {
@@ -389,6 +408,9 @@ func (g *Gateway) Close(ctx context.Context) error {
 	for _, c := range g.calls {
 		c.end(ErrShutdown)
 	}
+	for _, c := range g.out {
+		c.end(ErrShutdown)
+	}
 	g.mu.Unlock()
 	done := make(chan struct{})
 	go func() { g.wg.Wait(); close(done) }()
@@ -430,8 +452,13 @@ type Record struct {
 	Queue             string        // queue mode: how long the caller waited, over how many rounds
 	MediaWork         time.Duration // time the bridge's playout clock worked (codecs), see Bridge.Work
 	// AnsweredBy is the agent who answered and AgentSource where that came
-	// from (X-Agent header, P-Asserted-Identity, Contact).
+	// from (X-Agent header, P-Asserted-Identity, Contact); on outbound calls
+	// the agent who placed the call.
 	AnsweredBy, AgentSource string
+	// Direction is "outbound" for business-initiated calls ("" inbound);
+	// AnswerSignal what produced their 200: "accepted" (Meta's ACCEPTED
+	// status) or "media" (the user's media, outbound.early_media_answers).
+	Direction, AnswerSignal string
 }
 
 // AttemptRecord is one target tried during the hunt.

@@ -53,6 +53,7 @@ type call struct {
 	accepted    bool                       // accept returned 200: from now on Meta is told "terminate", not "reject"
 	bridge      *Bridge
 	rec         Record
+	out         *outState // business-initiated calls only (outbound.go)
 }
 
 func newCall(g *Gateway, ev whatsapp.CallEvent) *call {
@@ -106,13 +107,19 @@ type metaLeg interface {
 // metaTerminated handles Meta's terminate webhook: the user hung up, or Meta
 // ended the call (accept window, media timeouts 138021/138022, ...).
 func (c *call) metaTerminated(ev whatsapp.CallEvent) {
+	c.noteTerminate(ev)
+	c.end(ErrCallerHangup)
+}
+
+// noteTerminate keeps what Meta's terminate webhook said, for the record
+// and the Reason toward the PBX.
+func (c *call) noteTerminate(ev whatsapp.CallEvent) {
 	c.termMu.Lock()
 	c.termStatus = ev.Status
 	for _, e := range ev.Errors {
 		c.termCodes = append(c.termCodes, e.Code)
 	}
 	c.termMu.Unlock()
-	c.end(ErrCallerHangup)
 }
 
 func (c *call) cfg() *config.Config { return c.g.cfg }
@@ -450,16 +457,7 @@ wait:
 
 // afterAnswer takes the call from the PBX's 200 to its end.
 func (c *call) afterAnswer(leg metaLeg, rtpSess *sip.RTPSession, dlg *sip.Dialog, md *sip.MediaDesc, trunk *config.Trunk, acceptBy time.Time) (err error) {
-	defer func() {
-		if errors.Is(err, ErrPBXHangup) {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if berr := dlg.Bye(ctx, c.reasonFor(err)); berr != nil {
-			c.log.Warn("BYE to the PBX failed", "err", berr)
-		}
-	}()
+	defer func() { c.byeUnlessPBX(dlg, err) }()
 	// Mid-call requests may come as soon as the PBX has its ACK.
 	cur := &pbxLeg{dlg: dlg, sess: rtpSess, trunk: trunk}
 	c.wireLeg(cur)
@@ -537,6 +535,19 @@ func (c *call) afterAnswer(leg metaLeg, rtpSess *sip.RTPSession, dlg *sip.Dialog
 	}
 }
 
+// byeUnlessPBX ends the PBX dialog with the Reason of the call's end cause,
+// unless the PBX hung up itself.
+func (c *call) byeUnlessPBX(dlg *sip.Dialog, err error) {
+	if errors.Is(err, ErrPBXHangup) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if berr := dlg.Bye(ctx, c.reasonFor(err)); berr != nil {
+		c.log.Warn("BYE to the PBX failed", "err", berr)
+	}
+}
+
 // startPBXMedia points RTP at the PBX's answer and opens the bridge.
 func (c *call) startPBXMedia(rtpSess *sip.RTPSession, md *sip.MediaDesc, trunk *config.Trunk) error {
 	pm, ok := pbxMediaFor(md, trunk)
@@ -572,6 +583,7 @@ func (c *call) acceptMeta(leg metaLeg, acceptBy time.Time) error {
 	c.rec.Accepted = time.Now()
 	leg.EnableSend()
 	c.bridge.OpenMeta()
+	c.uicConnected()
 	return nil
 }
 

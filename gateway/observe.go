@@ -36,6 +36,7 @@ type Observer interface {
 	TrunkState(trunk string, up bool)
 	StoreError(op string)
 	TranscodeCPU(d time.Duration)
+	PermissionCheck(outcome string) // allowed | denied | error, before a business-initiated call
 }
 
 // NopObserver observes nothing: the default when Deps.Observer is nil.
@@ -43,6 +44,7 @@ type NopObserver struct{}
 
 func (NopObserver) StoreError(string)                          {}
 func (NopObserver) TranscodeCPU(time.Duration)                 {}
+func (NopObserver) PermissionCheck(string)                     {}
 func (NopObserver) CallOffered(string, string)                 {}
 func (NopObserver) CallRefused(string, string, string)         {}
 func (NopObserver) CallSetup(string, string, time.Duration)    {}
@@ -95,8 +97,12 @@ func (g *Gateway) lookup(wacid string) *call {
 // run returned, so the record and the bridge are final.
 func (g *Gateway) callEnded(c *call) {
 	rec := c.rec
+	dir := metrics.DirInbound
+	if c.out != nil {
+		dir = metrics.DirOutbound
+	}
 	mc := metrics.Call{
-		Direction: metrics.DirInbound, Route: rec.Route,
+		Direction: dir, Route: rec.Route,
 		Outcome: outcomeClass(rec), Reason: rec.Outcome,
 		Offered: rec.Offered, Accepted: rec.Accepted, Ended: rec.Ended,
 		MetaErrors:  rec.MetaErrors,

@@ -52,13 +52,16 @@ func (c *call) persist(events ...store.EventType) {
 func (c *call) storeCall() *store.Call {
 	r := &c.rec
 	sc := &store.Call{
-		ID: r.ID, Protocol: r.Protocol, WACID: r.WACID, SIPCallID: r.SIPCallID, Direction: store.Inbound,
+		ID: r.ID, Protocol: r.Protocol, WACID: r.WACID, SIPCallID: r.SIPCallID, Direction: store.Inbound, AnswerSignal: r.AnswerSignal,
 		Caller:         store.Party{Number: strings.TrimPrefix(r.From, "+"), BSUID: c.ev.FromUserID, Name: r.FromName},
 		BusinessNumber: r.To, PhoneNumberID: r.PhoneNumberID, Route: r.Route, Mode: r.Mode, RouteHook: r.Hook,
 		AnsweredBy: r.AnsweredBy,
 		Offered:    r.Offered, PreAccepted: r.PreAccepted, Accepted: r.Accepted, Answered: r.PBXAnswered, Ended: r.Ended,
 		EndReason: r.Outcome, MetaStatus: r.MetaStatus, MetaErrors: r.MetaErrors,
 		Attempts: []store.Attempt{}, Transfers: []store.Transfer{},
+	}
+	if c.out != nil {
+		sc.Direction = store.Outbound
 	}
 	for _, a := range r.Attempts {
 		sa := store.Attempt{Target: a.Target, Trunk: a.Trunk, SIPCallID: a.SIPCallID, Started: a.Started, Ended: a.Ended, Result: a.Result}

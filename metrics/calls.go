@@ -173,6 +173,15 @@ func (m *Metrics) TrunkState(trunk string, up bool) {
 	m.trunkUp.WithLabelValues(m.trunk(trunk)).Set(v)
 }
 
+// Registration sets ponte_sip_registration_up for a registration trunk.
+func (m *Metrics) Registration(trunk string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.registered.WithLabelValues(m.trunk(trunk)).Set(v)
+}
+
 // PermissionCheck counts a call_permissions check before an outbound call
 // (outcome: allowed, denied, error). Fed by outbound calls (issue 5).
 func (m *Metrics) PermissionCheck(outcome string) {
@@ -216,7 +225,7 @@ func inOut(d string) string {
 }
 
 // sipCodes are counted by number; any other code by class (4xx, ...).
-var sipCodes = []int{100, 180, 181, 182, 183, 200, 202, 401, 403, 404, 407, 408, 420, 422, 480, 481, 486, 487, 488, 491, 500, 501, 502, 503, 504, 603}
+var sipCodes = []int{100, 180, 181, 182, 183, 200, 202, 401, 403, 404, 407, 408, 420, 422, 480, 481, 484, 486, 487, 488, 491, 500, 501, 502, 503, 504, 603}
 
 func sipCode(code int) string {
 	switch {

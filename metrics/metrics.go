@@ -50,7 +50,7 @@ var (
 	refusals      = []string{RefusedDraining, RefusedMaxCalls, RefusedCPU}
 	stages        = []string{StageWebhookToPreAccept, StagePBXAnswerToAccept, StageInviteToConnect}
 	legs          = []string{LegWhatsApp, LegSIP}
-	graphActions  = []string{"pre_accept", "accept", "reject", "terminate", "connect", "call_permissions"}
+	graphActions  = []string{"pre_accept", "accept", "reject", "terminate", "connect", "call_permissions", "messages"}
 	graphOutcomes = []string{"ok", "error", "timeout", "network"}
 	sipMethods    = []string{"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY", "PRACK"}
 	// rejectReasons are whatsapp.WebhookStats.Rejected's keys.
@@ -92,6 +92,7 @@ type Metrics struct {
 
 	sipReqs, sipResps *prometheus.CounterVec
 	trunkUp           *prometheus.GaugeVec
+	registered        *prometheus.GaugeVec
 
 	rtpPackets, rtpBytes, rtpLost *prometheus.CounterVec
 	jitter, mos                   *prometheus.HistogramVec
@@ -166,6 +167,8 @@ func New(o Options) *Metrics {
 	m.sipResps = cv("ponte_sip_responses_total", "SIP final responses, by method, code (or timeout) and direction (in: received by ponte, out: sent).", "method", "code", "direction")
 	m.trunkUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ponte_trunk_up", Help: "1 when the trunk answers OPTIONS pings, 0 after two unanswered (trunks with options_interval only)."}, []string{"trunk"})
 	m.register(m.trunkUp, "ponte_trunk_up")
+	m.registered = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ponte_sip_registration_up", Help: "1 while ponte's registration to the trunk is bound, 0 after it failed or expired (trunks with register: only)."}, []string{"trunk"})
+	m.register(m.registered, "ponte_sip_registration_up")
 
 	// Media.
 	m.rtpPackets = cv("ponte_rtp_packets_total", "RTP packets per leg (whatsapp, sip) and direction (in, out), added when a call ends.", "leg", "direction")

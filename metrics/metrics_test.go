@@ -63,6 +63,7 @@ func exercise(m *Metrics) {
 	m.SIPRequest("OPTIONS", "out")
 	m.SIPResponse("OPTIONS", 200, "in")
 	m.TrunkState("pbx", true)
+	m.Registration("pbx", true)
 	m.PermissionCheck("allowed")
 	m.StoreError("create")
 	m.TranscodeCPU(time.Millisecond)

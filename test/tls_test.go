@@ -21,6 +21,12 @@ import (
 // the PBX simulator serving TLS and answering SDES with policy.
 func secureEnv(t *testing.T, policy string) (*scenario.Env, *pbx.PKI) {
 	t.Helper()
+	return secureEnvWith(t, policy, nil)
+}
+
+// secureEnvWith is secureEnv with more configuration applied last.
+func secureEnvWith(t *testing.T, policy string, more func(*config.Config)) (*scenario.Env, *pbx.PKI) {
+	t.Helper()
 	pki, err := pbx.NewTestPKI(t.TempDir(), "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +44,9 @@ func secureEnv(t *testing.T, policy string) (*scenario.Env, *pbx.PKI) {
 			tr := &c.SIP.Trunks[0]
 			tr.Transport, tr.SRTP = "tls", config.SRTPRequired
 			tr.TLS = &config.TrunkTLS{CAFile: pki.CAFile}
+			if more != nil {
+				more(c)
+			}
 		},
 	})
 	return env, pki

@@ -35,7 +35,7 @@ func demo(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	fmt.Printf("ponte demo: WhatsApp simulator -> ponte -> PBX simulator (%s), all on 127.0.0.1\n", *codec)
+	fmt.Printf("ponte demo: WhatsApp simulator <-> ponte <-> PBX simulator (%s), all on 127.0.0.1\n", *codec)
 	env, err := scenario.Start(ctx, scenario.Options{Codecs: []string{*codec}, Logger: log})
 	if err != nil {
 		return err
@@ -94,6 +94,44 @@ func demo(args []string) error {
 		check(pbxCall.EndedBy() == "bye" && strings.Contains(pbxCall.ByeReason(), "cause=16"), "caller hung up: PBX got a BYE (Reason: %s)", pbxCall.ByeReason())
 	case <-time.After(5 * time.Second):
 		check(false, "caller hung up: PBX never got a BYE")
+	}
+	if err := env.WaitIdle(ctx); err != nil {
+		return err
+	}
+
+	// The other direction: an agent on the PBX calls a WhatsApp user who
+	// gave the business call permission.
+	fmt.Println("  agent 2001 on the PBX dials +5511987654321 through ponte (business-initiated)")
+	env.Meta.SetUser(wasim.UserOptions{WaID: "5511987654321", Permission: wasim.PermissionTemporary,
+		AnswerAfter: time.Second, ToneHz: 440, ExpectHz: 1000})
+	target := "sip:+5511987654321@" + env.Server.UA.ListenAddr("udp").String()
+	agent, err := env.PBX.Dial(ctx, pbx.DialOptions{Target: target, From: "2001"})
+	if err != nil {
+		return fmt.Errorf("the agent's call failed: %w", err)
+	}
+	user, err := env.Meta.WaitCallee(ctx)
+	if err != nil {
+		return err
+	}
+	rang := false
+	for _, p := range agent.Provisionals() {
+		rang = rang || p.Code == 180
+	}
+	check(rang, "agent heard 180 Ringing while the user's phone rang; 200 OK when the user answered")
+	time.Sleep(*talk)
+	now = time.Now()
+	uh := user.Heard().Report(now.Add(-*talk+time.Second/2), now)
+	check(uh.ToneRatio >= 0.98, "WhatsApp user hears the agent's 1000 Hz tone in %.1f%% of 20 ms windows", uh.ToneRatio*100)
+	ah := agent.Received().Report(now.Add(-*talk+time.Second/2), now)
+	check(ah.ToneRatio >= 0.98, "agent hears the user's 440 Hz tone in %.1f%% of 20 ms windows", ah.ToneRatio*100)
+	if err := agent.Hangup(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-user.Ended():
+		check(true, "agent hung up: ponte sent terminate to the Graph API (%s)", user.EndReason())
+	case <-time.After(5 * time.Second):
+		check(false, "agent hung up: the WhatsApp call never ended")
 	}
 	if err := env.WaitIdle(ctx); err != nil {
 		return err

@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
 
 	"github.com/ponte-gw/ponte/gateway"
-	"github.com/ponte-gw/ponte/metrics"
-	"github.com/ponte-gw/ponte/sip"
 )
 
 // storePingTimeout bounds /readyz's store check: a store slower than this is
@@ -44,6 +41,14 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 		}
 		check("store", err)
 	}
+	for _, r := range s.registrars {
+		st := r.Status()
+		var err error
+		if !st.Registered {
+			err = fmt.Errorf("not registered (last response %d %s)", st.LastCode, st.LastError)
+		}
+		check("register "+st.Trunk, err)
+	}
 	if s.draining.Load() {
 		check("drain", gateway.ErrDraining)
 	} else {
@@ -69,48 +74,6 @@ func (s *Server) listenersBound() error {
 		}
 	}
 	return nil
-}
-
-// GuardInvite wraps the handler of out-of-dialog SIP INVITEs (PBX-originated
-// calls) with drain and admission control: while ponte drains, or is over
-// admission.max_calls or admission.max_cpu, the INVITE gets 503 Service
-// Unavailable with Retry-After (RFC 3261 §21.5.4: the PBX may retry after it,
-// here or on another node) and is counted. next nil answers 501 Not
-// Implemented, as the UA does without a handler: outbound calls do not exist
-// yet (issue 5), so admitted INVITEs are not taken.
-func (s *Server) GuardInvite(next sip.InviteHandler) sip.InviteHandler {
-	return func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-		s.Metrics.SIPRequest("INVITE", "in")
-		if err := s.Gateway.Admit(); err != nil {
-			retry := s.cfg.Admission.RetryAfter.D()
-			if gateway.RefusalReason(err) == metrics.RefusedDraining {
-				retry = s.cfg.Drain.RetryAfter.D()
-			}
-			s.Metrics.CallOffered(metrics.DirOutbound, "")
-			s.Metrics.CallRefused(metrics.DirOutbound, "", gateway.RefusalReason(err))
-			s.log.Warn("SIP INVITE refused", "reason", gateway.RefusalReason(err), "sip_call_id", callID(req), "err", err)
-			s.respond(req, tx, 503, "Service Unavailable",
-				sipmsg.NewHeader("Retry-After", strconv.Itoa(int(retry.Round(time.Second)/time.Second))))
-			return
-		}
-		if next == nil {
-			s.respond(req, tx, 501, "Not Implemented")
-			return
-		}
-		next(req, tx)
-	}
-}
-
-func (s *Server) respond(req *sipmsg.Request, tx sipmsg.ServerTransaction, code int, reason string, hdrs ...sipmsg.Header) {
-	res := sipmsg.NewResponseFromRequest(req, code, reason, nil)
-	for _, h := range hdrs {
-		res.AppendHeader(h)
-	}
-	if err := tx.Respond(res); err != nil {
-		s.log.Debug("SIP respond failed", "code", code, "err", err)
-		return
-	}
-	s.Metrics.SIPResponse("INVITE", code, "out")
 }
 
 func callID(req *sipmsg.Request) string {

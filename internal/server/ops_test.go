@@ -51,7 +51,8 @@ func startServer(t *testing.T, st Pinger) *Server {
 			Numbers: []config.Number{{PhoneNumberID: "1", DisplayPhoneNumber: "5511400001234", InboundRoute: "support"}}},
 		Media: config.Media{BindIP: "127.0.0.1", WebRTCUDPPort: freeUDPPort(t), RTPIP: "127.0.0.1", RTPPorts: "40000-40100"},
 		SIP: config.SIP{Listen: []string{"udp:127.0.0.1:0"},
-			Trunks: []config.Trunk{{Name: "pbx", Address: "127.0.0.1:9", Transport: "udp"}}},
+			Trunks: []config.Trunk{{Name: "pbx", Address: "127.0.0.1:9", Transport: "udp",
+				Inbound: &config.TrunkInbound{Allow: []string{"127.0.0.1"}}}}},
 		Routes: map[string]*config.Route{"support": {Targets: []config.Target{{URI: "sip:agent@127.0.0.1:9", Trunk: "pbx"}}}},
 		Store:  config.Store{Driver: "memory"},
 	}
@@ -128,13 +129,14 @@ func TestReadyz(t *testing.T) {
 	}
 }
 
-// An out-of-dialog INVITE: 501 while ponte takes no PBX-originated calls,
-// 503 with drain.retry_after once draining.
-func TestGuardInvite(t *testing.T) {
+// A PBX-originated INVITE from the trunk's allowed address: 484 for a
+// Request-URI user that is no WhatsApp number, 503 with drain.retry_after
+// once draining (RFC 3261 §21.5.4).
+func TestInviteAdmission(t *testing.T) {
 	s := startServer(t, nil)
 	addr := s.UA.ListenAddr("udp").String()
-	if code, _ := invite(t, addr, "c1"); code != 501 {
-		t.Errorf("INVITE before drain: %d, want 501", code)
+	if code, _ := invite(t, addr, "c1"); code != 484 {
+		t.Errorf("INVITE to sip:ponte@ before drain: %d, want 484 (not a number)", code)
 	}
 	if err := s.Drain(context.Background()); err != nil {
 		t.Fatal(err)
@@ -142,10 +144,24 @@ func TestGuardInvite(t *testing.T) {
 	if code, retry := invite(t, addr, "c2"); code != 503 || retry != "60" {
 		t.Errorf("INVITE while draining: %d Retry-After %q, want 503 and 60", code, retry)
 	}
-	_, metrics := get(t, s.AdminURL()+"/metrics")
+	want := []string{
+		`ponte_sip_requests_total{direction="in",method="INVITE"} 2`,
+		`ponte_sip_responses_total{code="484",direction="out",method="INVITE"} 1`,
+		`ponte_sip_responses_total{code="503",direction="out",method="INVITE"} 1`,
+		`ponte_calls_refused_total{direction="outbound",reason="draining"} 1`,
+	}
+	// A response is counted once sent, so the PBX may read it a moment
+	// before the counter moves.
+	var metrics string
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		_, metrics = get(t, s.AdminURL()+"/metrics")
+		if containsAll(metrics, want) {
+			break
+		}
+	}
 	for _, want := range []string{
 		`ponte_sip_requests_total{direction="in",method="INVITE"} 2`,
-		`ponte_sip_responses_total{code="501",direction="out",method="INVITE"} 1`,
+		`ponte_sip_responses_total{code="484",direction="out",method="INVITE"} 1`,
 		`ponte_sip_responses_total{code="503",direction="out",method="INVITE"} 1`,
 		`ponte_calls_refused_total{direction="outbound",reason="draining"} 1`,
 	} {
@@ -197,4 +213,13 @@ func invite(t *testing.T, to, callID string) (int, string) {
 		_, _ = c.Write([]byte(msg("ACK", toHdr)))
 		return code, retry
 	}
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, x := range subs {
+		if !strings.Contains(s, x) {
+			return false
+		}
+	}
+	return true
 }

@@ -49,6 +49,11 @@ type Server struct {
 	stopEvents context.CancelFunc // ends the event deliverer
 	eventsDone chan struct{}
 
+	// Clock is the permission ledger's time (wall clock unless NewWithClock
+	// was given one: tests move it across Meta's 24 h and 7-day windows).
+	Clock      func() time.Time
+	registrars []*sip.Registrar
+
 	public, admin     *http.Server
 	publicLn, adminLn net.Listener
 	draining          atomic.Bool
@@ -69,7 +74,15 @@ var (
 
 // New builds every component; nothing listens until Start.
 func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, log: log}
+	return NewWithClock(cfg, log, nil)
+}
+
+// NewWithClock is New with the permission ledger on clock (nil: time.Now).
+func NewWithClock(cfg *config.Config, log *slog.Logger, clock func() time.Time) (*Server, error) {
+	if clock == nil {
+		clock = time.Now
+	}
+	s := &Server{cfg: cfg, log: log, Clock: clock}
 	var routes, trunks []string
 	for name := range cfg.Routes {
 		routes = append(routes, name)
@@ -140,8 +153,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s.CPU = metrics.NewCPULoad(cfg.Admission.CPUWindow.D(), time.Second, nil)
 	s.Metrics.WatchCPU(s.CPU.Load)
 	s.Gateway = gateway.New(gateway.Deps{Config: cfg, Graph: s.Graph, WebRTC: s.RTC, SIP: s.UA, Logger: log,
-		Observer: s.Metrics, CPU: s.CPU, Store: s.Store})
-	s.UA.OnInvite(s.GuardInvite(nil)) // PBX-originated calls (issue 5) chain their handler here
+		Observer: s.Metrics, CPU: s.CPU, Store: s.Store, Permits: s.newPermits()})
+	// PBX-originated calls (business-initiated): authenticated by package
+	// sip, admitted and placed by placeCall (outbound.go).
+	if err := s.startSIPServer(); err != nil {
+		s.UA.Close()
+		s.RTC.Close()
+		s.Store.Close()
+		return nil, fmt.Errorf("sip server: %w", err)
+	}
 	s.Webhook = whatsapp.NewWebhook(whatsapp.WebhookConfig{
 		VerifyToken:           cfg.WhatsApp.VerifyToken,
 		AppSecret:             cfg.WhatsApp.AppSecret,
@@ -162,13 +182,16 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.UA.Start(ctx); err != nil {
 		return fmt.Errorf("sip: %w", err)
 	}
+	if err := s.startRegistrations(ctx); err != nil {
+		return err
+	}
 	pub := http.NewServeMux()
 	pub.Handle("/webhook", s.Webhook)
 	adm := http.NewServeMux()
 	adm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	adm.HandleFunc("/readyz", s.serveReady)
 	adm.Handle("/metrics", promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{}))
-	adm.Handle("/api/", api.New(api.Config{Token: s.cfg.API.Token, Calls: s.Store, Logger: s.log}))
+	adm.Handle("/api/", api.New(api.Config{Token: s.cfg.API.Token, Calls: s.Store, Logger: s.log, Outbound: s.Gateway}))
 	if ev := s.cfg.Events; ev.URL != "" {
 		d, err := api.NewDeliverer(api.DelivererConfig{
 			URL: ev.URL, Secret: ev.Secret, Outbox: s.Store, Timeout: ev.Timeout.D(),
@@ -231,6 +254,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = s.public.Shutdown(hctx)
 		_ = s.admin.Shutdown(hctx)
 	}
+	s.stopRegistrations(hctx)
 	_ = s.UA.Close()
 	_ = s.RTC.Close()
 	s.CPU.Close()

@@ -49,7 +49,10 @@ type Options struct {
 	TargetUser string
 	// Configure, when set, adjusts the gateway's config before it starts.
 	Configure func(*config.Config)
-	Logger    *slog.Logger
+	// Clock is the time of ponte's permission ledger and of the simulator's
+	// permissions and limits (nil: the wall clock).
+	Clock  func() time.Time
+	Logger *slog.Logger
 }
 
 // Env is a running gateway with its simulators.
@@ -93,6 +96,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		PhoneNumberID: PhoneNumberID,
 		DisplayNumber: DisplayNumber,
 		AcceptWindow:  o.MetaAcceptWindow,
+		Now:           o.Clock,
 		Logger:        o.Logger.With("sim", "meta"),
 	})
 	if err != nil {
@@ -133,7 +137,9 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		Media: config.Media{BindIP: "127.0.0.1", WebRTCUDPPort: rtcPort, RTPIP: "127.0.0.1", RTPPorts: "40000-49999", ConnectTimeout: config.Duration(or(o.ConnectTimeout, 10*time.Second))},
 		SIP: config.SIP{
 			Listen: []string{"udp:127.0.0.1:0"},
-			Trunks: []config.Trunk{{Name: "pbx", Address: pbxAddr, Transport: "udp", Codecs: o.Codecs, EarlyMedia: o.EarlyMedia}},
+			// The PBX may also place calls to WhatsApp users (from loopback).
+			Trunks: []config.Trunk{{Name: "pbx", Address: pbxAddr, Transport: "udp", Codecs: o.Codecs, EarlyMedia: o.EarlyMedia,
+				Inbound: &config.TrunkInbound{Allow: []string{"127.0.0.1"}}}},
 		},
 		Routes: map[string]*config.Route{"support": {Targets: []config.Target{{
 			URI: targetURI(o.TargetUser, pbxAddr), Trunk: "pbx", RingTimeout: config.Duration(or(o.RingTimeout, 25*time.Second)),
@@ -148,7 +154,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		return nil, err
 	}
 	e.Config = cfg
-	e.Server, err = server.New(cfg, o.Logger.With("node", "ponte"))
+	e.Server, err = server.NewWithClock(cfg, o.Logger.With("node", "ponte"), o.Clock)
 	if err != nil {
 		e.Close()
 		return nil, err
@@ -176,6 +182,17 @@ func (e *Env) Close() {
 	if e.cancel != nil {
 		e.cancel()
 	}
+}
+
+// SIPTarget is a Request-URI for user at ponte's listener of transport
+// ("udp", "tcp" or "tls"), e.g. for the PBX simulator's Dial.
+func (e *Env) SIPTarget(user, transport string) string {
+	a := e.Server.UA.ListenAddr(transport)
+	scheme := "sip"
+	if transport == "tls" {
+		scheme = "sips"
+	}
+	return scheme + ":" + user + "@" + a.String()
 }
 
 // WaitIdle waits until the gateway has no call in progress.

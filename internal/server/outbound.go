@@ -1,0 +1,147 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/gateway"
+	"github.com/ponte-gw/ponte/gateway/permit"
+	"github.com/ponte-gw/ponte/metrics"
+	"github.com/ponte-gw/ponte/sip"
+	"github.com/ponte-gw/ponte/store"
+)
+
+// Business-initiated calls: the SIP server that takes PBX INVITEs, the
+// permission policy with its ledger, and the registrations to trunks that
+// only send calls to registered endpoints.
+
+// newPermits builds the policy on the store's ledger (in memory when the
+// store keeps none).
+func (s *Server) newPermits() *permit.Service {
+	var l store.Ledger = store.NewMemoryLedger()
+	if s.Store != nil {
+		l = s.Store
+	}
+	lim := s.cfg.Outbound.Limits
+	return permit.New(l, s.Graph, permit.Limits{
+		RequestsPer24h: lim.RequestsPer24h, RequestsPer7d: lim.RequestsPer7d,
+		ConnectedPer24h: lim.ConnectedPer24h, InitiationsPer24h: lim.InitiationsPer24h,
+		WarnAfterUnanswered: lim.WarnAfterUnanswered, RevokeAfterUnanswered: lim.RevokeAfterUnanswered,
+		CacheTTL: lim.CacheTTL.D(), GetRate: lim.GetRate,
+	}, s.Clock, s.log)
+}
+
+// inboundTrunks turns the trunks' inbound sections into the SIP server's
+// view. A registration trunk's registrar may send calls without being
+// listed: its resolved address is allowed.
+func inboundTrunks(cfg *config.Config) ([]sip.InboundTrunk, error) {
+	var out []sip.InboundTrunk
+	for _, t := range cfg.SIP.Trunks {
+		if t.Inbound == nil && t.Register == nil {
+			continue
+		}
+		it := sip.InboundTrunk{Name: t.Name}
+		if in := t.Inbound; in != nil {
+			it.Username, it.Password = in.Username, in.Password
+			for _, a := range in.Allow {
+				p, err := config.ParsePrefix(a)
+				if err != nil {
+					return nil, fmt.Errorf("trunk %s: inbound.allow %q: %w", t.Name, a, err)
+				}
+				it.Allow = append(it.Allow, p)
+			}
+		}
+		if t.Register != nil && (t.Inbound == nil || len(t.Inbound.Allow) == 0) {
+			host, _, err := net.SplitHostPort(t.Address)
+			if err != nil {
+				return nil, fmt.Errorf("trunk %s: address %q: %w", t.Name, t.Address, err)
+			}
+			addrs, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
+			if err != nil {
+				return nil, fmt.Errorf("trunk %s: resolving %s: %w", t.Name, host, err)
+			}
+			for _, a := range addrs {
+				a = a.Unmap()
+				it.Allow = append(it.Allow, netip.PrefixFrom(a, a.BitLen()))
+			}
+		}
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+// startSIPServer installs the handler of PBX-originated INVITEs.
+func (s *Server) startSIPServer() error {
+	trunks, err := inboundTrunks(s.cfg)
+	if err != nil {
+		return err
+	}
+	sc := s.cfg.SIP.Server
+	return s.UA.SetServer(sip.ServerConfig{
+		Trunks: trunks, Unauthorized: sc.Unauthorized, NonceTTL: sc.NonceTTL.D(),
+		RateLimit: sc.RateLimit, RateBurst: sc.RateBurst,
+	}, s.placeCall)
+}
+
+// placeCall takes an authenticated INVITE: drain and admission first (503
+// with Retry-After, RFC 3261 §21.5.4), then the gateway.
+func (s *Server) placeCall(ic *sip.IncomingCall) {
+	s.Metrics.SIPRequest("INVITE", "in")
+	req := ic.Request()
+	if err := s.Gateway.Admit(); err != nil {
+		retry := s.cfg.Admission.RetryAfter.D()
+		if gateway.RefusalReason(err) == metrics.RefusedDraining {
+			retry = s.cfg.Drain.RetryAfter.D()
+		}
+		s.Metrics.CallOffered(metrics.DirOutbound, "")
+		s.Metrics.CallRefused(metrics.DirOutbound, "", gateway.RefusalReason(err))
+		s.log.Warn("SIP INVITE refused", "reason", gateway.RefusalReason(err), "sip_call_id", ic.CallID(), "err", err)
+		_ = ic.Reject(503, "Service Unavailable", sip.Header{Name: "Retry-After", Value: strconv.Itoa(int(retry.Round(time.Second) / time.Second))})
+		s.Metrics.SIPResponse("INVITE", 503, "out")
+		return
+	}
+	agent := ""
+	if f := req.From(); f != nil {
+		agent = f.Address.User
+	}
+	s.Gateway.PlaceCall(ic, ic.Trunk(), req.Recipient.User, agent, func(name string) string {
+		if h := req.GetHeader(name); h != nil {
+			return strings.TrimSpace(h.Value())
+		}
+		return ""
+	})
+}
+
+// startRegistrations registers to every trunk with a register section.
+func (s *Server) startRegistrations(ctx context.Context) error {
+	for i := range s.cfg.SIP.Trunks {
+		t := &s.cfg.SIP.Trunks[i]
+		if t.Register == nil {
+			continue
+		}
+		r, err := s.UA.Register(ctx, sip.Registration{
+			Trunk: gateway.SIPTrunk(t), User: t.Register.User, Domain: t.Register.Domain,
+			Expires: t.Register.Expires.D(), KeepAlive: t.Register.KeepAlive.D(),
+			OnChange: func(st sip.RegStatus) { s.Metrics.Registration(st.Trunk, st.Registered) },
+		})
+		if err != nil {
+			return fmt.Errorf("register %s: %w", t.Name, err)
+		}
+		s.registrars = append(s.registrars, r)
+	}
+	return nil
+}
+
+// stopRegistrations unregisters (Expires: 0) within ctx.
+func (s *Server) stopRegistrations(ctx context.Context) {
+	for _, r := range s.registrars {
+		_ = r.Close(ctx)
+	}
+	s.registrars = nil
+}
