@@ -267,6 +267,7 @@ func (c *call) outConnect() error {
 	if o.bsuid {
 		to, recipient = "", o.user
 	}
+	c.g.obs.CallSetup(metrics.DirOutbound, metrics.StageInviteToConnect, time.Since(c.rec.Offered))
 	cctx, cancel := context.WithTimeout(c.ctx, cfg.Outbound.ConnectTimeout.D())
 	wacid, err := c.g.outGraph().Connect(cctx, o.number.PhoneNumberID, to, recipient, offer, c.id)
 	cancel()

@@ -50,7 +50,7 @@ func (m *Metrics) GraphRequest(action, outcome string, code int, d time.Duration
 }
 
 // webhookNames are the families of webhookCollector.
-var webhookNames = []string{"ponte_webhook_events_total", "ponte_webhook_rejected_total", "ponte_cpu_load"}
+var webhookNames = []string{"ponte_webhook_events_total", "ponte_webhook_rejected_total", "ponte_cpu_load", "ponte_sip_inbound_invites_total"}
 
 // WebhookStats returns the webhook's cumulative counters:
 // whatsapp.WebhookStats.Received ("field/event" keys) and .Rejected
@@ -73,6 +73,8 @@ var (
 		"Webhook events received and authenticated, by field and event (unknown values: other).", []string{"field", "event"}, nil)
 	webhookRejectedDesc = prometheus.NewDesc("ponte_webhook_rejected_total",
 		"Webhook requests or events refused, by reason (signature, stale, duplicate, malformed, ...).", []string{"reason"}, nil)
+	sipInboundDesc = prometheus.NewDesc("ponte_sip_inbound_invites_total",
+		"PBX-originated INVITEs by what the SIP server did: accepted (a trunk matched and authenticated), challenged (401), auth_failed, forbidden (no trunk: 403), dropped (unauthorized: drop), rate_limited.", []string{"result"}, nil)
 	cpuLoadDesc = prometheus.NewDesc("ponte_cpu_load",
 		"Host CPU busy fraction (0..1) over admission.cpu_window, as admission control sees it.", nil, nil)
 )
@@ -81,6 +83,7 @@ func (c sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- webhookEventsDesc
 	ch <- webhookRejectedDesc
 	ch <- cpuLoadDesc
+	ch <- sipInboundDesc
 }
 
 func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
@@ -113,10 +116,26 @@ func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		load = (*f)()
 	}
 	ch <- prometheus.MustNewConstMetric(cpuLoadDesc, prometheus.GaugeValue, load)
+	var inv map[string]uint64
+	if f := c.m.sipInbound.Load(); f != nil {
+		inv = (*f)()
+	}
+	for _, r := range sipInboundResults {
+		ch <- prometheus.MustNewConstMetric(sipInboundDesc, prometheus.CounterValue, float64(inv[r]), r)
+	}
 }
+
+// sipInboundResults are the values of ponte_sip_inbound_invites_total's
+// result label.
+var sipInboundResults = []string{"accepted", "challenged", "auth_failed", "forbidden", "dropped", "rate_limited"}
+
+// WatchSIPInbound makes ponte_sip_inbound_invites_total read f (the SIP
+// server's counters by result) at each scrape.
+func (m *Metrics) WatchSIPInbound(f func() map[string]uint64) { m.sipInbound.Store(&f) }
 
 // sources are set after New by the server wiring.
 type sources struct {
-	webhook atomic.Pointer[WebhookStats]
-	cpu     atomic.Pointer[func() float64]
+	webhook    atomic.Pointer[WebhookStats]
+	cpu        atomic.Pointer[func() float64]
+	sipInbound atomic.Pointer[func() map[string]uint64]
 }

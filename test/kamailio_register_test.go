@@ -3,7 +3,9 @@ package test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +18,10 @@ import (
 
 	sipgo "github.com/emiago/sipgo/sip"
 
+	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/sim/pbx"
+	"github.com/ponte-gw/ponte/sim/scenario"
+	"github.com/ponte-gw/ponte/sim/wasim"
 	"github.com/ponte-gw/ponte/sip"
 )
 
@@ -329,4 +335,56 @@ func (c *sipCaller) invite(t *testing.T, proxy *net.UDPAddr, ruri, callID string
 		}
 		return res.StatusCode
 	}
+}
+
+// TestKamailioRegisteredCall: the whole gateway registers to kamailio (a
+// registration trunk, as for 3CX or a cloud PBX), /readyz and
+// ponte_sip_registration_up say so, and an agent's call sent to kamailio for
+// ponte's AOR, with the WhatsApp number in To, is relayed to ponte's
+// Contact and becomes a business-initiated call with audio both ways.
+func TestKamailioRegisteredCall(t *testing.T) {
+	const password = "s3cret-reg"
+	dir := t.TempDir()
+	kamPort := freePorts(t, 2)
+	runKamailio(t, dir, fmt.Sprintf(kamailioRegCfg, kamPort, password), kamPort)
+	env := startEnv(t, scenario.Options{Configure: func(c *config.Config) {
+		c.SIP.Trunks = append(c.SIP.Trunks, config.Trunk{Name: "kam", Address: fmt.Sprintf("127.0.0.1:%d", kamPort),
+			Transport: "udp", Auth: config.Auth{Username: "ponte", Password: password}, Codecs: []string{"PCMU"},
+			Register: &config.TrunkRegister{User: "ponte", Expires: config.Duration(10 * time.Second)}})
+	}})
+	ready := func() (string, string) {
+		_, r := httpGet(t, env.Server.AdminURL()+"/readyz")
+		_, m := httpGet(t, env.Server.AdminURL()+"/metrics")
+		return r, m
+	}
+	if !waitFor(10*time.Second, func() bool {
+		r, m := ready()
+		return strings.Contains(r, "register kam: ok") && strings.Contains(m, `ponte_sip_registration_up{trunk="kam"} 1`)
+	}) {
+		r, _ := ready()
+		t.Fatalf("not registered to kamailio: /readyz\n%s", r)
+	}
+	outboundUser(env, bicUser, wasim.UserOptions{})
+	pc, callee := dialUser(t, env, bicUser, pbx.DialOptions{Target: fmt.Sprintf("sip:ponte@127.0.0.1:%d", kamPort), ToUser: "+" + bicUser})
+	if v := pc.Response().GetHeaders("Via"); len(v) != 1 {
+		t.Errorf("the 200 came back with %d Vias", len(v))
+	}
+	time.Sleep(1500 * time.Millisecond)
+	from, to := time.Now().Add(-time.Second), time.Now()
+	if h, g := callee.Heard().Report(from, to), pc.Received().Report(from, to); h.ToneRatio < 0.95 || g.ToneRatio < 0.95 {
+		t.Errorf("call through kamailio: user heard the agent %.0f%%, agent heard the user %.0f%%", h.ToneRatio*100, g.ToneRatio*100)
+	}
+	_ = pc.Hangup(ctxT(t, 5*time.Second))
+	<-callee.Ended()
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
 }

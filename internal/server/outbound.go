@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	sipmsg "github.com/emiago/sipgo/sip"
 	"net"
 	"net/netip"
 	"strconv"
@@ -110,7 +111,7 @@ func (s *Server) placeCall(ic *sip.IncomingCall) {
 	if f := req.From(); f != nil {
 		agent = f.Address.User
 	}
-	s.Gateway.PlaceCall(ic, ic.Trunk(), req.Recipient.User, agent, func(name string) string {
+	s.Gateway.PlaceCall(ic, ic.Trunk(), dialledUser(req), agent, func(name string) string {
 		if h := req.GetHeader(name); h != nil {
 			return strings.TrimSpace(h.Value())
 		}
@@ -144,4 +145,22 @@ func (s *Server) stopRegistrations(ctx context.Context) {
 		_ = r.Close(ctx)
 	}
 	s.registrars = nil
+}
+
+// dialledUser is the WhatsApp user an INVITE asks for: the Request-URI user,
+// or, when that is no number (a registrar relaying to ponte's registered
+// Contact, sip:ponte@..., as 3CX and cloud PBXs do), the To user, which
+// keeps what the agent dialled (RFC 3261 §8.1.1.2).
+func dialledUser(req *sipmsg.Request) string {
+	u := req.Recipient.User
+	if permit.IsBSUID(u) {
+		return u
+	}
+	if _, _, err := permit.NormalizeNumber(u, ""); err == nil {
+		return u
+	}
+	if to := req.To(); to != nil && to.Address.User != "" {
+		return to.Address.User
+	}
+	return u
 }

@@ -170,6 +170,11 @@ func NewWithClock(cfg *config.Config, log *slog.Logger, clock func() time.Time) 
 		InsecureSkipSignature: cfg.WhatsApp.InsecureSkipSignature,
 		Logger:                log,
 	}, s.Gateway.HandleEvent)
+	s.Metrics.WatchSIPInbound(func() map[string]uint64 {
+		st := s.UA.ServerStats()
+		return map[string]uint64{"accepted": st.Accepted, "challenged": st.Challenged, "auth_failed": st.AuthFailed,
+			"forbidden": st.Forbidden, "dropped": st.Dropped, "rate_limited": st.RateLimited}
+	})
 	s.Metrics.WatchWebhook(func() (received, rejected map[string]uint64) {
 		st := s.Webhook.Stats()
 		return st.Received, st.Rejected

@@ -38,6 +38,7 @@ type DialOptions struct {
 	Target    string       // request URI, e.g. "sip:+5511987654321@127.0.0.1:5070" (ponte's listener); the INVITE goes to its host:port
 	Transport string       // "udp" (default) | "tcp" | "tls" (needs Config.Secure.TLS for the Contact and ClientTLS trusting the peer)
 	From      string       // caller user (agent extension), default "1001"
+	ToUser    string       // user of the To URI (default the Request-URI's), e.g. the dialled number sent to a registrar
 	Auth      *Auth        // digest credentials answered on 401/407 (MD5 and SHA-256 with qop=auth; RFC 7616, RFC 8760)
 	NoSDP     bool         // INVITE without an offer: the 200 carries the offer, the ACK our answer (RFC 3261 §13.2.1)
 	Codecs    []string     // offered codecs (default the PBX Config's codec list)
@@ -192,6 +193,9 @@ func (p *PBX) newDial(o DialOptions) (*dial, error) {
 	d.from = sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: c.user, Host: p.addr.Addr().String()}, Params: sip.NewParams()}
 	d.from.Params.Add("tag", c.localTag)
 	d.to = sip.ToHeader{Address: sip.Uri{Scheme: ruri.Scheme, User: ruri.User, Host: ruri.Host, Port: ruri.Port}, Params: sip.NewParams()}
+	if o.ToUser != "" {
+		d.to.Address.User = o.ToUser // the dialled number, when the Request-URI is a registered contact
+	}
 	if !o.NoSDP {
 		if err := d.makeOffer(); err != nil {
 			c.closeMedia()
