@@ -98,76 +98,78 @@ func TestBridgeTranscodesBothWaysAndKeepsOneStream(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	for _, codec := range []string{"PCMU", "PCMA", "opus"} {
 		t.Run(codec, func(t *testing.T) {
-			pt := map[string]uint8{"PCMU": 0, "PCMA": 8, "opus": 111}[codec]
-			wa, pbx := newMemLeg(), newMemLeg()
-			ctx, cancel := context.WithCancel(context.Background())
-			var failed error
-			b := newBridge(slog.Default(), mediaParams{Complexity: 5, Bitrate: 24000, JitterFrames: 1, AcceptFrames: 50}, wa, pbx, func(err error) { failed = err })
-			b.Start(ctx)
-			var wg sync.WaitGroup
-			wg.Add(2)
-			go func() { defer wg.Done(); source(ctx, pbx, codec, pt, 1000, 75) }()
-			go func() { defer wg.Done(); source(ctx, wa, "opus", metaPT, 440, -1) }()
+			realTime(t, func(t tester) {
+				pt := map[string]uint8{"PCMU": 0, "PCMA": 8, "opus": 111}[codec]
+				wa, pbx := newMemLeg(), newMemLeg()
+				ctx, cancel := context.WithCancel(context.Background())
+				var failed error
+				b := newBridge(slog.Default(), mediaParams{Complexity: 5, Bitrate: 24000, JitterFrames: 1, AcceptFrames: 50}, wa, pbx, func(err error) { failed = err })
+				b.Start(ctx)
+				var wg sync.WaitGroup
+				wg.Add(2)
+				go func() { defer wg.Done(); source(ctx, pbx, codec, pt, 1000, 75) }()
+				go func() { defer wg.Done(); source(ctx, wa, "opus", metaPT, 440, -1) }()
 
-			time.Sleep(200 * time.Millisecond) // PBX early media: must be discarded
-			if err := b.SetPBX(pbxMedia{Codec: codec, PT: pt, DTMFPT: 101}); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(300 * time.Millisecond) // accept in flight: nothing may reach Meta
-			if n := len(wa.packets()); n != 0 {
-				t.Fatalf("%d packets reached Meta before OpenMeta", n)
-			}
-			b.OpenMeta()
-			time.Sleep(3 * time.Second)
-			cancel()
-			wa.Close()
-			pbx.Close()
-			b.Stop()
-			b.Wait()
-			wg.Wait()
-			if failed != nil {
-				t.Fatal(failed)
-			}
+				time.Sleep(200 * time.Millisecond) // PBX early media: must be discarded
+				if err := b.SetPBX(pbxMedia{Codec: codec, PT: pt, DTMFPT: 101}); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(300 * time.Millisecond) // accept in flight: nothing may reach Meta
+				if n := len(wa.packets()); n != 0 {
+					t.Fatalf("%d packets reached Meta before OpenMeta", n)
+				}
+				b.OpenMeta()
+				time.Sleep(3 * time.Second)
+				cancel()
+				wa.Close()
+				pbx.Close()
+				b.Stop()
+				b.Wait()
+				wg.Wait()
+				if failed != nil {
+					t.Fatal(failed)
+				}
 
-			toMeta := wa.packets()
-			sp, sm := b.Stats()
-			t.Logf("to PBX %+v", sp)
-			t.Logf("to Meta %+v", sm)
-			if len(toMeta) < 100 || len(pbx.packets()) < 100 {
-				t.Fatalf("too few packets: %d toward Meta, %d toward the PBX", len(toMeta), len(pbx.packets()))
-			}
-			// One SSRC, seq +1, timestamps following wall-clock time, across
-			// the PBX's SSRC change at 1.5 s.
-			first := toMeta[0]
-			for i := 1; i < len(toMeta); i++ {
-				p, q := toMeta[i-1], toMeta[i]
-				if q.h.SSRC != first.h.SSRC || q.h.SequenceNumber != p.h.SequenceNumber+1 {
-					t.Fatalf("packet %d: ssrc %d seq %d after %d", i, q.h.SSRC, q.h.SequenceNumber, p.h.SequenceNumber)
+				toMeta := wa.packets()
+				sp, sm := b.Stats()
+				t.Logf("to PBX %+v", sp)
+				t.Logf("to Meta %+v", sm)
+				if len(toMeta) < 100 || len(pbx.packets()) < 100 {
+					t.Fatalf("too few packets: %d toward Meta, %d toward the PBX", len(toMeta), len(pbx.packets()))
 				}
-				media := time.Duration(q.h.Timestamp-first.h.Timestamp) * time.Second / 48000
-				wall := q.at.Sub(first.at)
-				// A packet may leave up to holdSlots after its slot (playout
-				// waits for a late packet) plus one tick, measured from the first
-				// packet, which may itself have left late.
-				bound := time.Duration(holdSlots+1) * frameDur
-				if d := wall - media; !raceEnabled && (d > bound || d < -bound) {
-					t.Fatalf("packet %d: media time %v vs wall time %v", i, media, wall)
+				// One SSRC, seq +1, timestamps following wall-clock time, across
+				// the PBX's SSRC change at 1.5 s.
+				first := toMeta[0]
+				for i := 1; i < len(toMeta); i++ {
+					p, q := toMeta[i-1], toMeta[i]
+					if q.h.SSRC != first.h.SSRC || q.h.SequenceNumber != p.h.SequenceNumber+1 {
+						t.Fatalf("packet %d: ssrc %d seq %d after %d", i, q.h.SSRC, q.h.SequenceNumber, p.h.SequenceNumber)
+					}
+					media := time.Duration(q.h.Timestamp-first.h.Timestamp) * time.Second / 48000
+					wall := q.at.Sub(first.at)
+					// A packet may leave up to holdSlots after its slot (playout
+					// waits for a late packet) plus one tick, measured from the first
+					// packet, which may itself have left late.
+					bound := time.Duration(holdSlots+1) * frameDur
+					if d := wall - media; !raceEnabled && (d > bound || d < -bound) {
+						t.Fatalf("packet %d: media time %v vs wall time %v", i, media, wall)
+					}
 				}
-			}
-			if raceEnabled {
-				return // real-time quality is checked in the non-race pass
-			}
-			// The first 25 frames are not counted: the encoders start there.
-			// 3 s with one source switch: at most 3 frames around the switch may miss.
-			if r := pcmRatio(t, toMeta, 25, "opus", metaPT, 1000); r < 0.97 {
-				t.Errorf("Meta heard the PBX tone in %.1f%% of frames", r*100)
-			}
-			if r := pcmRatio(t, pbx.packets(), 25, codec, pt, 440); r < 0.98 {
-				t.Errorf("the PBX heard the caller tone in %.1f%% of frames", r*100)
-			}
-			if got := float64(len(toMeta)) / 3.0; got < 45 {
-				t.Errorf("%.1f packets/s toward Meta", got)
-			}
+				if raceEnabled {
+					return // real-time quality is checked in the non-race pass
+				}
+				// The first 25 frames are not counted: the encoders start there.
+				// 3 s with one source switch: at most 3 frames around the switch may miss.
+				if r := pcmRatio(t, toMeta, 25, "opus", metaPT, 1000); r < 0.97 {
+					t.Errorf("Meta heard the PBX tone in %.1f%% of frames", r*100)
+				}
+				if r := pcmRatio(t, pbx.packets(), 25, codec, pt, 440); r < 0.98 {
+					t.Errorf("the PBX heard the caller tone in %.1f%% of frames", r*100)
+				}
+				if got := float64(len(toMeta)) / 3.0; got < 45 {
+					t.Errorf("%.1f packets/s toward Meta", got)
+				}
+			})
 		})
 	}
 }
@@ -249,6 +251,10 @@ func TestBridgeRelaysDTMFWithReceiverPT(t *testing.T) {
 // +1), and what the PBX sent before SetPBX never reaches Meta.
 func TestBridgePlaysLocalAudioThenPBX(t *testing.T) {
 	defer goleak.VerifyNone(t)
+	realTime(t, func(t tester) { playsLocalAudioThenPBX(t) })
+}
+
+func playsLocalAudioThenPBX(t tester) {
 	wa, pbx := newMemLeg(), newMemLeg()
 	ctx, cancel := context.WithCancel(context.Background())
 	var failed error

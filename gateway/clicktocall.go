@@ -152,7 +152,15 @@ func (g *Gateway) ClickToCall(ctx context.Context, r api.ClickToCall) (api.Click
 		return api.ClickToCallResult{}, &api.RefusedError{Status: status, Reason: d.Reason, RetryAfter: d.RetryAfter}
 	}
 	id := newID()
-	g.wg.Add(1)
+	g.mu.Lock()
+	err = g.admitLocked() // under the lock that adds to wg: Close may be waiting on it
+	if err == nil {
+		g.wg.Add(1)
+	}
+	g.mu.Unlock()
+	if err != nil {
+		return api.ClickToCallResult{}, &api.RefusedError{Status: 503, Reason: "gateway " + RefusalReason(err), RetryAfter: 30 * time.Second}
+	}
 	go func() {
 		defer g.wg.Done()
 		g.ringAgent(id, trunk, num, r.Agent, user)
@@ -186,7 +194,7 @@ func (g *Gateway) ringAgent(id string, trunk *config.Trunk, num *config.Number, 
 		return
 	}
 	side := &agentSide{dlg: dlg, md: md, stop: func() {}}
-	g.placeWith(id, side, trunk, num, user, agent, rtpSess, func(c *call) error {
+	err = g.placeWith(id, side, trunk, num, user, agent, rtpSess, func(c *call) error {
 		if err := c.startPBXMedia(rtpSess, md, trunk); err != nil {
 			return err
 		}
@@ -201,4 +209,9 @@ func (g *Gateway) ringAgent(id string, trunk *config.Trunk, num *config.Number, 
 		side.stop = func() { _ = c.bridge.PlayToPBX(nil) }
 		return nil
 	})
+	if err != nil {
+		log.Warn("click-to-call: gateway refused the call after the agent answered", "err", err)
+		_ = side.Reject(503, "Service Unavailable ("+RefusalReason(err)+")")
+		rtpSess.Close()
+	}
 }

@@ -79,7 +79,7 @@ func (s pbxSrc) run(ctx context.Context, l *memLeg) {
 // pcmRatio decodes every packet of pt a leg received into one PCM stream and
 // returns the share of 20 ms windows (from window skip on) that carry freq
 // within ±3 dB of -12 dBFS.
-func pcmRatio(t *testing.T, pkts []sentPkt, skip int, codec string, pt uint8, freq float64) float64 {
+func pcmRatio(t tester, pkts []sentPkt, skip int, codec string, pt uint8, freq float64) float64 {
 	t.Helper()
 	dec, err := transcode.NewDecoder(codec, 8000)
 	if err != nil {
@@ -118,7 +118,7 @@ type codecCase struct {
 	src   pbxSrc
 }
 
-func runCodecCase(t *testing.T, c codecCase, dur time.Duration) (toMeta, toPBX []sentPkt, sm DirStats) {
+func runCodecCase(t tester, c codecCase, dur time.Duration) (toMeta, toPBX []sentPkt, sm DirStats) {
 	t.Helper()
 	wa, pbx := newMemLeg(), newMemLeg()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -261,57 +261,59 @@ func TestBridgePBXComfortNoise(t *testing.T) {
 	for _, cnEvery := range []bool{true} {
 		name := map[bool]string{true: "cn every packet", false: "one cn then nothing"}[cnEvery]
 		t.Run(name, func(t *testing.T) {
-			src := pbxSrc{codecs: []pbxCodec{{"PCMU", 0}}, ptime: 20, cnFrom: 50, cnTo: 150, freq: 1000}
-			if !cnEvery {
-				src.cnTo, src.silentTo = 51, 150
-			}
-			c := codecCase{"cn", pbxMedia{Codec: "PCMU", PT: 0, DTMFPT: 101}, src}
-			toMeta, _, sm := runCodecCase(t, c, 4*time.Second)
-			if sm.ComfortNoise == 0 {
-				t.Fatal("no comfort noise packet was played")
-			}
-			if raceEnabled {
-				return // real-time behaviour is checked in the non-race pass
-			}
-			if got := float64(len(toMeta)) / 4.0; got < 45 {
-				t.Errorf("%.1f packets/s toward Meta", got)
-			}
-			// 100 CN packets (2 s) or one CN packet then 2 s of nothing:
-			// nothing is concealed (an underrun after the last tone would
-			// conceal 3 frames).
-			if sm.Concealed >= 3 {
-				t.Errorf("%d frames concealed across a comfort-noise stretch", sm.Concealed)
-			}
-			// Windows of 20 ms toward Meta: tone (before), silence (CN), tone (after).
-			dec, err := transcode.NewDecoder("opus", 8000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pcm := make([]int16, 960)
-			var tone, quiet, loud int
-			for i, p := range toMeta {
-				n, err := dec.Decode(p.payload, pcm)
+			realTime(t, func(t tester) {
+				src := pbxSrc{codecs: []pbxCodec{{"PCMU", 0}}, ptime: 20, cnFrom: 50, cnTo: 150, freq: 1000}
+				if !cnEvery {
+					src.cnTo, src.silentTo = 51, 150
+				}
+				c := codecCase{"cn", pbxMedia{Codec: "PCMU", PT: 0, DTMFPT: 101}, src}
+				toMeta, _, sm := runCodecCase(t, c, 4*time.Second)
+				if sm.ComfortNoise == 0 {
+					t.Fatal("no comfort noise packet was played")
+				}
+				if raceEnabled {
+					return // real-time behaviour is checked in the non-race pass
+				}
+				if got := float64(len(toMeta)) / 4.0; got < 45 {
+					t.Errorf("%.1f packets/s toward Meta", got)
+				}
+				// 100 CN packets (2 s) or one CN packet then 2 s of nothing:
+				// nothing is concealed (an underrun after the last tone would
+				// conceal 3 frames).
+				if sm.Concealed >= 3 {
+					t.Errorf("%d frames concealed across a comfort-noise stretch", sm.Concealed)
+				}
+				// Windows of 20 ms toward Meta: tone (before), silence (CN), tone (after).
+				dec, err := transcode.NewDecoder("opus", 8000)
 				if err != nil {
 					t.Fatal(err)
 				}
-				lvl := transcode.ToneLevelDBFS(pcm[:n], 8000, 1000)
-				switch {
-				case i >= 60 && i < 140: // well inside the CN stretch (packets 50..149 from the PBX)
-					if silent(pcm[:n]) {
-						quiet++
-					} else {
-						loud++
+				pcm := make([]int16, 960)
+				var tone, quiet, loud int
+				for i, p := range toMeta {
+					n, err := dec.Decode(p.payload, pcm)
+					if err != nil {
+						t.Fatal(err)
 					}
-				case i >= 175 && math.Abs(lvl+12) <= 3:
-					tone++
+					lvl := transcode.ToneLevelDBFS(pcm[:n], 8000, 1000)
+					switch {
+					case i >= 60 && i < 140: // well inside the CN stretch (packets 50..149 from the PBX)
+						if silent(pcm[:n]) {
+							quiet++
+						} else {
+							loud++
+						}
+					case i >= 175 && math.Abs(lvl+12) <= 3:
+						tone++
+					}
 				}
-			}
-			if loud > 2 {
-				t.Errorf("%d of %d frames in the comfort-noise stretch were not silent", loud, quiet+loud)
-			}
-			if tone < (len(toMeta)-175)*9/10 {
-				t.Errorf("the tone came back in %d of %d frames after the stretch", tone, len(toMeta)-175)
-			}
+				if loud > 2 {
+					t.Errorf("%d of %d frames in the comfort-noise stretch were not silent", loud, quiet+loud)
+				}
+				if tone < (len(toMeta)-175)*9/10 {
+					t.Errorf("the tone came back in %d of %d frames after the stretch", tone, len(toMeta)-175)
+				}
+			})
 		})
 	}
 }

@@ -137,23 +137,20 @@ func (g *Gateway) PlaceCall(side pbxSide, trunkName, dialled, agent string, hdr 
 		refuse(&sipRefusal{code: 484, reason: "Not a WhatsApp number (E.164 or BSUID expected)", outcome: "bad_number"})
 		return
 	}
-	g.mu.Lock()
-	err = g.admitLocked()
-	g.mu.Unlock()
-	if err != nil {
+	if err := g.placeWith(newID(), side, trunk, num, user, agent, nil, nil); err != nil {
 		// The whole gateway is draining or full: the one case for 503
 		// (RFC 3261 §21.5.4), with a short Retry-After.
 		refuse(&sipRefusal{code: 503, reason: "Service Unavailable (" + RefusalReason(err) + ")", retryAfter: 30 * time.Second, outcome: "refused_" + RefusalReason(err)})
-		return
 	}
-	g.placeWith(newID(), side, trunk, num, user, agent, nil, nil)
 }
 
 // placeWith starts the call: side is the agent's side, rtpSess its RTP
 // session when it exists already (click-to-call) and setup what to do once
-// the bridge exists (click-to-call's ringback).
+// the bridge exists (click-to-call's ringback). Drain and admission are
+// checked under the lock that adds the call, so no call starts once Close
+// waits for the running ones; their refusal is returned.
 func (g *Gateway) placeWith(id string, side pbxSide, trunk *config.Trunk, num *config.Number, user, agent string,
-	rtpSess *sip.RTPSession, setup func(*call) error) {
+	rtpSess *sip.RTPSession, setup func(*call) error) error {
 	bsuid := permit.IsBSUID(user)
 	c := newCall(g, whatsapp.CallEvent{PhoneNumberID: num.PhoneNumberID, DisplayPhoneNumber: num.DisplayPhoneNumber,
 		Direction: whatsapp.DirBusinessInitiated})
@@ -169,6 +166,11 @@ func (g *Gateway) placeWith(id string, side pbxSide, trunk *config.Trunk, num *c
 	c.rec.Direction, c.rec.Target = "outbound", agent
 	c.log = g.log.With("call_id", id, "direction", "outbound", "trunk", trunk.Name, "user", maskDigits(user))
 	g.mu.Lock()
+	if err := g.admitLocked(); err != nil {
+		g.mu.Unlock()
+		c.cancel(nil)
+		return err
+	}
 	g.out[c.id] = c
 	g.wg.Add(1)
 	g.mu.Unlock()
@@ -191,6 +193,7 @@ func (g *Gateway) placeWith(id string, side pbxSide, trunk *config.Trunk, num *c
 		}
 		g.mu.Unlock()
 	}()
+	return nil
 }
 
 func refusalHeaders(r *sipRefusal) []sip.Header {

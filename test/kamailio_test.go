@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -183,60 +181,11 @@ func kamEvents(log, callID string) []kamEvent {
 	return evs
 }
 
-// startKamailio writes the config, checks it, and runs kamailio in the
-// foreground (-DD -E) in its own process group, stopped by PID (and the
-// group, for its forked children) in the test's cleanup.
+// startKamailio runs the record-routing proxy config toward pbxPort
+// (runKamailio: checked, foreground, own process group, stopped by PID).
 func startKamailio(t *testing.T, dir string, port, pbxPort int) *peer {
 	t.Helper()
-	bin := needBin(t, "kamailio", "kamailio")
-	cfg := filepath.Join(dir, "kamailio.cfg")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(kamailioCfg, port, pbxPort)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(bin, "-c", "-f", cfg).CombinedOutput(); err != nil {
-		t.Fatalf("kamailio -c: %v\n%s", err, out)
-	}
-	run := filepath.Join(dir, "run")
-	if err := os.Mkdir(run, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	p := &peer{name: "kamailio", done: make(chan struct{}), cancel: func() {}}
-	p.cmd = exec.Command(bin, "-DD", "-E", "-f", cfg, "-Y", run, "-P", filepath.Join(run, "kamailio.pid"))
-	p.cmd.Dir = dir
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p.cmd.WaitDelay = 5 * time.Second
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start kamailio: %v", err)
-	}
-	pgid := p.cmd.Process.Pid
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		// SIGTERM makes the main process stop its children; the group
-		// kill is for any child left behind.
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-p.done
-		}
-		for i := 0; i < 100 && syscall.Kill(-pgid, 0) == nil; i++ {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if syscall.Kill(-pgid, 0) == nil {
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			t.Errorf("kamailio children outlived the main process (group %d killed)", pgid)
-		}
-		if t.Failed() {
-			t.Logf("kamailio output:\n%s", p.out.String())
-		}
-	})
-	p.waitListening(t, port, 10*time.Second)
-	return p
+	return runKamailio(t, dir, fmt.Sprintf(kamailioCfg, port, pbxPort), port)
 }
 
 // TestKamailioRouteSet is the route-set acceptance test (issue 3, Scope 2):
