@@ -66,6 +66,9 @@ func placeCall(t *testing.T, a, b *pbx.PBX, o pbx.DialOptions) (caller, callee *
 // heardTone checks that an analyzer's windows since from carry its tone.
 func heardTone(t *testing.T, who string, an *audio.Analyzer, from time.Time) {
 	t.Helper()
+	// Enough windows first (a starved machine delivers them late), then
+	// the tone in them.
+	eventually(5*time.Second, func() bool { return an.Report(from, time.Now()).Windows >= 20 })
 	r := an.Report(from, time.Now())
 	if r.Windows < 20 || r.ToneRatio < 0.9 {
 		t.Errorf("%s: %d windows, tone ratio %.2f (mean %.1f dBFS)", who, r.Windows, r.ToneRatio, r.MeanDBFS)
