@@ -34,7 +34,7 @@ whatsapp:
 media: { bind_ip: 127.0.0.1, webrtc_udp_port: %[9]d, rtp_ip: 127.0.0.1, rtp_ports: 40000-49999 }
 sip:
   listen: [ "udp:127.0.0.1:%[10]d" ]
-  trunks: [ { name: pbx, address: "%[11]s", transport: udp, codecs: [ PCMU ] } ]
+  trunks: [ { name: pbx, address: "%[11]s", transport: udp, codecs: [ PCMU ], inbound: { allow: [ 127.0.0.1 ] } } ]
 routes:
   support: { targets: [ { uri: "sip:agent@%[11]s", trunk: pbx, ring_timeout: 25s } ] }
 store: { driver: memory }
