@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/sim/audio"
 	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sim/scenario"
 	"github.com/ponte-gw/ponte/sim/wasim"
@@ -196,12 +197,12 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	})
 
 	// The call in progress keeps its audio both ways during the drain.
-	listen(t, w, termAt.Add(300*time.Millisecond), time.Second, func(from, to time.Time) string {
+	listen(t, w, termAt.Add(300*time.Millisecond), time.Second, func(from, to time.Time, skip []audio.Span) string {
 		var msg []string
-		if r := caller.Heard().Report(from, to); r.ToneRatio < 0.95 {
+		if r := caller.Heard().Report(from, to, skip...); r.ToneRatio < 0.95 {
 			msg = append(msg, fmt.Sprintf("caller heard the PBX in %.0f%% of windows", 100*r.ToneRatio))
 		}
-		if r := pc.Received().Report(from, to); r.ToneRatio < 0.95 {
+		if r := pc.Received().Report(from, to, skip...); r.ToneRatio < 0.95 {
 			msg = append(msg, fmt.Sprintf("PBX heard the caller in %.0f%% of windows", 100*r.ToneRatio))
 		}
 		return strings.Join(msg, "; ")

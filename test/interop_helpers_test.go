@@ -23,6 +23,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ponte-gw/ponte/sim/audio"
 	"github.com/ponte-gw/ponte/transcode"
 )
 
@@ -482,6 +483,46 @@ func (w *stallWatch) worst(from, to time.Time) time.Duration {
 		}
 	}
 	return m
+}
+
+// stallRecovery is how long audio may stay disturbed after a stall ends:
+// the burst of queued packets passes through ponte's jitter buffer, whose
+// depth re-converges, and the playout clock catches up (at most 500 ms
+// behind, but a 60 ms stall puts it about that far behind).
+const stallRecovery = 300 * time.Millisecond
+
+// skips returns the spans of [from, to) during which audio is not judged
+// because this process was measurably starved: each stall of stallLimit/2
+// or more, from a frame before it began to stallRecovery after it ended.
+// covered is how much of [from, to) they cover together.
+func (w *stallWatch) skips(from, to time.Time) (spans []audio.Span, covered time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, s := range w.stalls {
+		if s.late < stallLimit/2 {
+			continue
+		}
+		sp := audio.Span{From: s.end.Add(-s.late - 20*time.Millisecond), To: s.end.Add(stallRecovery)}
+		if !sp.To.After(from) || !sp.From.Before(to) {
+			continue
+		}
+		if n := len(spans); n > 0 && !sp.From.After(spans[n-1].To) {
+			spans[n-1].To = sp.To // overlapping: merge (stalls are in time order)
+			continue
+		}
+		spans = append(spans, sp)
+	}
+	for _, sp := range spans {
+		a, b := sp.From, sp.To
+		if a.Before(from) {
+			a = from
+		}
+		if b.After(to) {
+			b = to
+		}
+		covered += b.Sub(a)
+	}
+	return spans, covered
 }
 
 // verdict picks the window that decides a check over consecutive listening

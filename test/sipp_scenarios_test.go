@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/ponte-gw/ponte/gateway"
+	"github.com/ponte-gw/ponte/sim/audio"
 	"github.com/ponte-gw/ponte/sim/scenario"
 	"github.com/ponte-gw/ponte/sim/wasim"
 )
@@ -194,8 +195,8 @@ func (r *sippRun) record() gateway.Record {
 // in a listening window from start, re-measured only across CPU stalls.
 func (r *sippRun) hears(caller *wasim.Caller, start time.Time, what string) {
 	r.t.Helper()
-	listen(r.t, r.watch, start, listenFor, func(from, to time.Time) string {
-		rep := caller.Heard().Report(from, to)
+	listen(r.t, r.watch, start, listenFor, func(from, to time.Time, skip []audio.Span) string {
+		rep := caller.Heard().Report(from, to, skip...)
 		want := int(to.Sub(from) / (20 * time.Millisecond))
 		switch {
 		case rep.ToneRatio < minToneRatio:

@@ -9,6 +9,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/ponte-gw/ponte/config"
+	"github.com/ponte-gw/ponte/sim/audio"
 	"github.com/ponte-gw/ponte/sim/scenario"
 	"github.com/ponte-gw/ponte/sim/wasim"
 )
@@ -62,12 +63,12 @@ func TestBlindTransfer(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	ans := next.AnsweredAt()
-	listen(t, w, ans.Add(500*time.Millisecond), time.Second, func(from, to time.Time) string {
+	listen(t, w, ans.Add(500*time.Millisecond), time.Second, func(from, to time.Time, skip []audio.Span) string {
 		var msg []string
-		if r := next.Received().Report(from, to); r.ToneRatio < 0.95 {
+		if r := next.Received().Report(from, to, skip...); r.ToneRatio < 0.95 {
 			msg = append(msg, fmt.Sprintf("the new target heard the caller in %.1f%% of windows", r.ToneRatio*100))
 		}
-		if r := caller.Heard().Report(from, to); r.ToneRatio < 0.95 {
+		if r := caller.Heard().Report(from, to, skip...); r.ToneRatio < 0.95 {
 			msg = append(msg, fmt.Sprintf("the caller heard the new target in %.1f%% of windows", r.ToneRatio*100))
 		}
 		return strings.Join(msg, "; ")

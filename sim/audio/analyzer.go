@@ -85,13 +85,26 @@ func (a *Analyzer) measure(w []int16, at time.Time) window {
 
 // Report summarises the tone reception.
 type Report struct {
-	Windows     int           // 20 ms windows that arrived in [from, to)
+	Windows     int           // 20 ms windows that arrived in [from, to), skipped ones included
+	Skipped     int           // windows that arrived inside a skip span: neither tone nor gap
 	ToneWindows int           // windows where the expected tone is dominant and within ±3 dB of the expected level
-	ToneRatio   float64       // ToneWindows/Windows
+	ToneRatio   float64       // ToneWindows/(Windows-Skipped)
 	MaxGap      time.Duration // longest time without the tone after the first tone window (see Report)
 	FirstTone   time.Time     // arrival time of the first tone window (zero if none)
 	LastTone    time.Time     // arrival time of the last tone window (zero if none)
 	MeanDBFS    float64       // power-averaged level of all windows (silence floor -120)
+}
+
+// Span is the time interval [From, To).
+type Span struct{ From, To time.Time }
+
+func inAny(spans []Span, t time.Time) bool {
+	for _, s := range spans {
+		if !t.Before(s.From) && t.Before(s.To) {
+			return true
+		}
+	}
+	return false
 }
 
 // Report covers the windows arriving in [from, to). MaxGap is measured between the starts
@@ -99,12 +112,18 @@ type Report struct {
 // that never arrived count as gap), and for a trailing run without tone from the last tone
 // window to the last window received. Compare Windows with the expected count
 // ((to-from)/20 ms) to detect audio that stopped arriving altogether.
-func (a *Analyzer) Report(from, to time.Time) Report {
+//
+// Windows arriving inside a skip span are not judged: they count in Windows and Skipped
+// only, and a gap that reaches into one is not a gap. Tests pass the spans during which
+// the machine provably starved the process (a CPU stall measured by a watcher), so what
+// is judged is the gateway, not the scheduler; the caller decides how much skipping it
+// accepts.
+func (a *Analyzer) Report(from, to time.Time, skip ...Span) Report {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var r Report
 	var psum float64
-	var lastTone, last time.Time
+	var lastTone, gapFrom, last time.Time
 	for _, w := range a.windows {
 		if w.at.Before(from) || !w.at.Before(to) {
 			continue
@@ -112,25 +131,34 @@ func (a *Analyzer) Report(from, to time.Time) Report {
 		r.Windows++
 		psum += w.power
 		last = w.at
+		if inAny(skip, w.at) {
+			r.Skipped++
+			if !gapFrom.IsZero() {
+				gapFrom = w.at // the gap restarts after the skipped stretch
+			}
+			continue
+		}
 		if !w.tone {
 			continue
 		}
 		r.ToneWindows++
 		if r.FirstTone.IsZero() {
 			r.FirstTone = w.at
-		} else if g := w.at.Sub(lastTone) - WindowDuration; g > r.MaxGap {
+		} else if g := w.at.Sub(gapFrom) - WindowDuration; g > r.MaxGap {
 			r.MaxGap = g
 		}
-		lastTone = w.at
+		lastTone, gapFrom = w.at, w.at
 	}
-	if !lastTone.IsZero() && last.After(lastTone) {
-		if g := last.Sub(lastTone); g > r.MaxGap {
+	if !gapFrom.IsZero() && last.After(gapFrom) {
+		if g := last.Sub(gapFrom); g > r.MaxGap {
 			r.MaxGap = g
 		}
 	}
 	r.LastTone = lastTone
+	if n := r.Windows - r.Skipped; n > 0 {
+		r.ToneRatio = float64(r.ToneWindows) / float64(n)
+	}
 	if r.Windows > 0 {
-		r.ToneRatio = float64(r.ToneWindows) / float64(r.Windows)
 		r.MeanDBFS = transcode.PowerToDBFS(psum / float64(r.Windows))
 	} else {
 		r.MeanDBFS = transcode.SilenceDBFS

@@ -146,6 +146,34 @@ func TestAnalyzerReportRange(t *testing.T) {
 	}
 }
 
+// Windows inside a skip span are neither judged nor a gap; outside it, a
+// missing tone still counts.
+func TestAnalyzerReportSkip(t *testing.T) {
+	a := NewAnalyzer(8000, 440, -10)
+	// 1 s of tone, 200 ms of silence, 1 s of tone, 100 ms of silence, 1 s of tone.
+	feed(a, []segment{{frames: 50, freq: 440, dbfs: -10}, {frames: 10}, {frames: 50, freq: 440, dbfs: -10},
+		{frames: 5}, {frames: 50, freq: 440, dbfs: -10}}, 160)
+	end := t0.Add(10 * time.Second)
+	r := a.Report(t0, end)
+	if r.Windows != 165 || r.ToneWindows != 150 || r.MaxGap != 200*time.Millisecond {
+		t.Fatalf("no skip: %+v", r)
+	}
+	// Skipping the first silence (with a margin) leaves the second one judged.
+	r = a.Report(t0, end, Span{From: t0.Add(980 * time.Millisecond), To: t0.Add(1300 * time.Millisecond)})
+	if r.Windows != 165 || r.Skipped != 16 || r.ToneWindows != 144 || r.MaxGap != 100*time.Millisecond {
+		t.Fatalf("first silence skipped: %+v", r)
+	}
+	if want := 144.0 / 149; math.Abs(r.ToneRatio-want) > 1e-9 {
+		t.Fatalf("ratio %v, want %v", r.ToneRatio, want)
+	}
+	// Both skipped: everything judged is tone.
+	r = a.Report(t0, end, Span{From: t0.Add(time.Second), To: t0.Add(1200 * time.Millisecond)},
+		Span{From: t0.Add(2200 * time.Millisecond), To: t0.Add(2300 * time.Millisecond)})
+	if r.Skipped != 15 || r.ToneRatio != 1 || r.MaxGap != 0 {
+		t.Fatalf("both skipped: %+v", r)
+	}
+}
+
 // A G.711 path with packet loss concealed by the decoder: the analyzer sees the tone
 // through, the lost frames' fade shows as missing tone windows.
 func TestAnalyzerThroughG711WithLoss(t *testing.T) {
