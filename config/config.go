@@ -51,6 +51,11 @@ type HTTP struct {
 	Admin   string `yaml:"admin"`
 	TLSCert string `yaml:"tls_cert"` // optional: terminate TLS for /webhook here instead of at a proxy
 	TLSKey  string `yaml:"tls_key"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the admin listener
+	// (never the public one): for measuring the gateway under load (docs/performance.md).
+	// Off by default: a profile is cheap to take but shows code paths and
+	// can cost CPU while it runs.
+	Pprof bool `yaml:"pprof"`
 }
 
 // WhatsApp is the Cloud API side.

@@ -45,8 +45,16 @@ func freeUDPPort(t *testing.T) int {
 // placed, so the Graph URL and the trunk are never contacted.
 func startServer(t *testing.T, st Pinger) *Server {
 	t.Helper()
+	return startServerHTTP(t, st, config.HTTP{})
+}
+
+// startServerHTTP starts a server with extra http settings (listeners are
+// always ephemeral loopback ports).
+func startServerHTTP(t *testing.T, st Pinger, h config.HTTP) *Server {
+	t.Helper()
+	h.Public, h.Admin = "127.0.0.1:0", "127.0.0.1:0"
 	cfg := &config.Config{
-		HTTP: config.HTTP{Public: "127.0.0.1:0", Admin: "127.0.0.1:0"},
+		HTTP: h,
 		WhatsApp: config.WhatsApp{GraphURL: "http://127.0.0.1:1/v23.0", AccessToken: "t", AppSecret: "s", VerifyToken: "v",
 			Numbers: []config.Number{{PhoneNumberID: "1", DisplayPhoneNumber: "5511400001234", InboundRoute: "support"}}},
 		Media: config.Media{BindIP: "127.0.0.1", WebRTCUDPPort: freeUDPPort(t), RTPIP: "127.0.0.1", RTPPorts: "40000-40100"},
@@ -132,6 +140,22 @@ func TestReadyz(t *testing.T) {
 // A PBX-originated INVITE from the trunk's allowed address: 484 for a
 // Request-URI user that is no WhatsApp number, 503 with drain.retry_after
 // once draining (RFC 3261 §21.5.4).
+// TestPprofOnlyWhenEnabled: the profiler is on the admin listener only with
+// http.pprof, never on the public one.
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	off := startServer(t, nil)
+	if code, _ := get(t, off.AdminURL()+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("pprof off: /debug/pprof/ gave %d, want 404", code)
+	}
+	on := startServerHTTP(t, nil, config.HTTP{Pprof: true})
+	if code, body := get(t, on.AdminURL()+"/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof on: /debug/pprof/ gave %d %.80q", code, body)
+	}
+	if code, _ := get(t, on.AdminURL()+"/debug/pprof/cmdline"); code != http.StatusOK {
+		t.Errorf("pprof on: cmdline gave %d", code)
+	}
+}
+
 func TestInviteAdmission(t *testing.T) {
 	s := startServer(t, nil)
 	addr := s.UA.ListenAddr("udp").String()

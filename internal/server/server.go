@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -196,6 +197,13 @@ func (s *Server) Start(ctx context.Context) error {
 	adm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	adm.HandleFunc("/readyz", s.serveReady)
 	adm.Handle("/metrics", promhttp.HandlerFor(s.Metrics.Registry, promhttp.HandlerOpts{}))
+	if s.cfg.HTTP.Pprof {
+		adm.HandleFunc("/debug/pprof/", pprof.Index)
+		adm.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		adm.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		adm.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		adm.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	}
 	adm.Handle("/api/", api.New(api.Config{Token: s.cfg.API.Token, Calls: s.Store, Logger: s.log, Outbound: s.Gateway}))
 	if ev := s.cfg.Events; ev.URL != "" {
 		d, err := api.NewDeliverer(api.DelivererConfig{
