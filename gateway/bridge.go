@@ -443,10 +443,19 @@ func (b *Bridge) playout(ctx context.Context) {
 	}
 }
 
-// silenceFrame encodes one packet of silence once per call, for the ticks when the
+// silenceFrame encodes one packet of silence, for the ticks when the
 // other side sends nothing: Meta drops a call after 20 s (start) or 30 s
 // (mid-call) without business media (reference §5.5).
+//
+// A fresh encoder fed one frame of zeros always yields the same bytes, so the
+// frame is made once per (codec, settings, size) and shared by every call:
+// building it cost each call a throw-away libopus encoder (tens of KiB of heap
+// and its set-up time) at every SetPBX. The shared slice is only ever read.
 func silenceFrame(codec string, p mediaParams, samples int) ([]byte, error) {
+	key := silenceKey{codec, p.Complexity, p.Bitrate, samples}
+	if f, ok := silenceFrames.Load(key); ok {
+		return f.([]byte), nil
+	}
 	enc, err := transcode.NewEncoder(codec, pcmRate, transcode.EncoderOptions{Complexity: p.Complexity, Bitrate: p.Bitrate})
 	if err != nil {
 		return nil, err
@@ -456,8 +465,16 @@ func silenceFrame(codec string, p mediaParams, samples int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return out[:n], nil
+	f, _ := silenceFrames.LoadOrStore(key, out[:n:n])
+	return f.([]byte), nil
 }
+
+type silenceKey struct {
+	codec                        string
+	complexity, bitrate, samples int
+}
+
+var silenceFrames sync.Map // silenceKey -> []byte, bounded by the configurations in use
 
 // newSSRC picks a random SSRC (RFC 3550 §8.1).
 func newSSRC() uint32 { return rand.Uint32() }

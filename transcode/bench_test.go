@@ -185,3 +185,83 @@ func BenchmarkTranscodeOpusToPCMU(b *testing.B) {
 		i++
 	}
 }
+
+// G.711 encode + decode of one 20 ms frame (160 samples), per law.
+func BenchmarkG711RoundTrip160(b *testing.B) {
+	for _, codec := range []string{CodecPCMU, CodecPCMA} {
+		b.Run(codec, func(b *testing.B) {
+			enc, _ := NewEncoder(codec, 8000, EncoderOptions{})
+			dec, _ := NewDecoder(codec, 8000)
+			pcm, wire, out := benchPCM(8000), make([]byte, 160), make([]int16, 160)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := enc.Encode(pcm, wire); err != nil {
+					b.Fatal(err)
+				}
+				if n, err := dec.Decode(wire, out); err != nil || n != 160 {
+					b.Fatal(n, err)
+				}
+			}
+		})
+	}
+}
+
+// The encoder as the bridge configures it toward Meta (config defaults: complexity 5,
+// 24 kbps; in-band FEC for 5 % loss): fed 8 kHz PCM, so libopus codes narrowband SILK.
+// The input matters: "tone1k" is what `ponte load`'s PBX simulator sends.
+func BenchmarkOpusEncode8kPonte(b *testing.B) {
+	tone := make([][]int16, 50)
+	g := NewToneGen(1000, 8000, AmpForDBFS(-12))
+	for i := range tone {
+		tone[i] = make([]int16, 160)
+		g.Fill(tone[i])
+	}
+	for _, in := range []struct {
+		name   string
+		frames [][]int16
+	}{{"voiceish", voiceish(8000, 50)}, {"tone1k", tone}} {
+		b.Run(in.name, func(b *testing.B) {
+			enc, err := NewEncoder("opus", 8000, EncoderOptions{Complexity: 5, Bitrate: 24000, FEC: true, PacketLossPerc: 5})
+			if err != nil {
+				b.Fatal(err)
+			}
+			dst := make([]byte, 1500)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := enc.Encode(in.frames[i%len(in.frames)], dst); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
+
+// The PBX -> WhatsApp direction per 20 ms: PCMU -> 8k PCM -> Opus at ponte's settings.
+func BenchmarkTranscodePCMUToOpus(b *testing.B) {
+	frames := voiceish(8000, 50)
+	wire := make([][]byte, len(frames))
+	for i, f := range frames {
+		wire[i] = make([]byte, 160)
+		ULawEncode(wire[i], f)
+	}
+	dec, _ := NewDecoder("PCMU", 8000)
+	enc, err := NewEncoder("opus", 8000, EncoderOptions{Complexity: 5, Bitrate: 24000, FEC: true, PacketLossPerc: 5})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pcm, out := make([]int16, 160), make([]byte, 1500)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		n, err := dec.Decode(wire[i%len(wire)], pcm)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := enc.Encode(pcm[:n], out); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}

@@ -52,7 +52,7 @@ type jbSlot struct {
 	ext   int64 // extended sequence number
 	ts    uint32
 	valid bool
-	buf   []byte // len is the payload length; cap MaxPayload, allocated once
+	buf   []byte // len is the payload length; grows (once) up to MaxPayload
 }
 
 // JitterBuffer orders RTP packets of one source by sequence number and releases one per
@@ -106,14 +106,24 @@ func NewJitterBuffer(cfg JitterConfig) *JitterBuffer {
 	}
 	cfg.TargetDepth = clampDepth(cfg.TargetDepth, cfg.MaxDepth)
 	j := &JitterBuffer{cfg: cfg, slots: make([]jbSlot, cfg.Capacity)}
-	// One backing array for all payloads: one allocation, good locality.
-	back := make([]byte, cfg.Capacity*cfg.MaxPayload)
+	// One backing array for all payloads: one allocation, good locality. Each slot starts
+	// with room for a typical voice packet, not MaxPayload: 64 slots of 1500 bytes were
+	// 96 KiB per buffer, two per call, and nearly all of it resident (every page holds a
+	// slot's first bytes), for 20 ms packets of 60-240 bytes. A larger payload grows its
+	// slot once (store appends) and the slot keeps that room, so a stream of any packet
+	// size is allocation-free once each slot has held one of its packets.
+	size := min(cfg.MaxPayload, jbSlotInit)
+	back := make([]byte, cfg.Capacity*size)
 	for i := range j.slots {
-		j.slots[i].buf = back[i*cfg.MaxPayload : i*cfg.MaxPayload : (i+1)*cfg.MaxPayload]
+		j.slots[i].buf = back[i*size : i*size : (i+1)*size]
 	}
-	j.probeBuf = make([]byte, 0, cfg.MaxPayload)
+	j.probeBuf = make([]byte, 0, size)
 	return j
 }
+
+// jbSlotInit is a slot's initial room: a 20 ms Opus packet at up to ~100 kbps, or 30 ms of
+// G.711 (240 bytes) plus the one-byte tag the bridge prefixes.
+const jbSlotInit = 256
 
 func clampDepth(d, maxDepth int) int {
 	return max(1, min(d, maxDepth))

@@ -326,3 +326,36 @@ func TestJitterNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocs per Push+Pop", a)
 	}
 }
+
+// TestJitterLargePayloads: slots start smaller than MaxPayload and grow once to the packets
+// they hold; payloads come back intact and, once every slot has held one, Push+Pop of any
+// size up to MaxPayload allocates nothing.
+func TestJitterLargePayloads(t *testing.T) {
+	for _, size := range []int{jbSlotInit - 1, jbSlotInit + 1, 481, 1500} {
+		j := NewJitterBuffer(JitterConfig{Capacity: 64, MaxPayload: 1500, TargetDepth: 1})
+		payload := make([]byte, size)
+		seq := uint16(0)
+		step := func() {
+			for i := range payload {
+				payload[i] = byte(int(seq) + i)
+			}
+			j.Push(seq, uint32(seq)*160, payload)
+			got, _, st := j.Pop()
+			if st != PopOK || len(got) != size || got[0] != byte(seq) || got[size-1] != byte(int(seq)+size-1) {
+				t.Fatalf("size %d seq %d: %v, %d bytes", size, seq, st, len(got))
+			}
+			seq++
+		}
+		for range 64 { // each slot holds one packet
+			step()
+		}
+		if a := testing.AllocsPerRun(500, step); a != 0 {
+			t.Errorf("size %d: %.2f allocs per Push+Pop after warm-up", size, a)
+		}
+	}
+	j := NewJitterBuffer(JitterConfig{Capacity: 8, MaxPayload: 300})
+	j.Push(0, 0, make([]byte, 301))
+	if st := j.Stats(); st.Oversize != 1 {
+		t.Fatalf("a payload over MaxPayload was kept: %+v", st)
+	}
+}
