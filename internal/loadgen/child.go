@@ -29,6 +29,7 @@ type gatewayConf struct {
 	PBXAddr       string // the PBX simulator (UDP)
 	Codec         string // the only codec of the trunk
 	LogLevel      string
+	RTPTimeout    time.Duration // media.rtp_timeout (default 60 s)
 }
 
 // configYAML is a complete ponte config with everything on loopback. It is written as
@@ -55,6 +56,12 @@ media:
   rtp_ip: 127.0.0.1
   rtp_ports: 40000-49999
   connect_timeout: 10s
+  rtp_timeout: %[13]s
+  # pinned, not left to defaults: the delay model (calib.go) subtracts this depth and
+  # calibrates the encoder with these settings
+  jitter_frames: %[14]d
+  opus_complexity: %[15]d
+  opus_bitrate: %[16]d
 sip:
   listen: [ "udp:127.0.0.1:0" ]
   trunks:
@@ -67,8 +74,12 @@ store: { driver: memory }
 
 // writeConfig writes dir/ponte.yaml and checks that ponte would accept it.
 func writeConfig(dir string, c gatewayConf) (string, error) {
+	if c.RTPTimeout <= 0 {
+		c.RTPTimeout = 60 * time.Second
+	}
 	body := fmt.Sprintf(configYAML, c.Public, c.Admin, c.WebRTCPort, c.GraphURL, c.PBXAddr, c.Codec, c.LogLevel,
-		scenario.AccessToken, scenario.AppSecret, scenario.VerifyToken, scenario.PhoneNumberID, scenario.DisplayNumber)
+		scenario.AccessToken, scenario.AppSecret, scenario.VerifyToken, scenario.PhoneNumberID, scenario.DisplayNumber,
+		c.RTPTimeout, gwJitterFrames, gwOpusComplexity, gwOpusBitrate)
 	path := filepath.Join(dir, "ponte.yaml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		return "", err
@@ -87,8 +98,9 @@ type child struct {
 	err    error         // Wait's result, valid after exited
 }
 
-// startChild runs `bin serve -config cfg` with its output in logPath.
-func startChild(bin, cfg, logPath string) (*child, error) {
+// startChild runs `bin serve -config cfg` with its output in logPath, on the CPUs of cpus
+// if set.
+func startChild(bin, cfg, logPath string, cpus *cpuSet) (*child, error) {
 	lf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -99,7 +111,7 @@ func startChild(bin, cfg, logPath string) (*child, error) {
 	cmd.Stdout, cmd.Stderr = lf, lf
 	// If the load generator dies without stopping it, the kernel kills the gateway too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := startPinned(cmd, cpus); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("loadgen: start %s: %w", bin, err)
 	}

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pion/rtp"
+
 	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sim/scenario"
 	"github.com/ponte-gw/ponte/sim/wasim"
@@ -31,7 +33,8 @@ var ErrOptions = errors.New("loadgen: invalid options")
 // Options shape one run.
 type Options struct {
 	Ponte       string        // the ponte binary to run as `ponte serve` (required)
-	Calls       int           // total calls (default 1)
+	Calls       int           // total calls (default 1; with Duration, 0 is no limit)
+	Duration    time.Duration // if set, no call starts this long after the first
 	Concurrency int           // most calls in progress at once (default 1)
 	Rate        float64       // new calls per second; 0 starts them as fast as Concurrency allows
 	Hold        time.Duration // talk time of each call, from accept to the caller's hang-up (default 5 s)
@@ -42,6 +45,12 @@ type Options struct {
 	Dir      string       // where the config and the gateway log go; default a temp dir, removed unless something failed
 	LogLevel string       // the gateway's log level (default warn)
 	Logger   *slog.Logger // the simulators' log (default discarded)
+	// NoMedia is a signalling-only run: callers are real pion peers (ICE, DTLS) that send
+	// nothing, the PBX sends nothing, no audio is checked; the gateway still plays silence.
+	NoMedia bool
+	// GatewayCPUs and LoadgenCPUs pin the gateway child and this process (taskset -c
+	// syntax, e.g. "0" and "1"); empty: not pinned.
+	GatewayCPUs, LoadgenCPUs string
 }
 
 // Audio pass criteria (brief: the expected tone in >= 98 % of windows). The window count is
@@ -59,7 +68,7 @@ func (o *Options) normalize() error {
 	if o.Ponte == "" {
 		return fmt.Errorf("%w: no ponte binary", ErrOptions)
 	}
-	if o.Calls == 0 {
+	if o.Calls == 0 && o.Duration == 0 {
 		o.Calls = 1
 	}
 	if o.Concurrency == 0 {
@@ -68,8 +77,13 @@ func (o *Options) normalize() error {
 	if o.Hold == 0 {
 		o.Hold = 5 * time.Second
 	}
-	if o.Calls < 0 || o.Concurrency < 0 || o.Rate < 0 || o.Hold < 0 || o.Settle < 0 {
-		return fmt.Errorf("%w: calls, concurrency, rate, hold and settle must not be negative", ErrOptions)
+	if o.Calls < 0 || o.Concurrency < 0 || o.Rate < 0 || o.Hold < 0 || o.Settle < 0 || o.Duration < 0 {
+		return fmt.Errorf("%w: calls, concurrency, rate, hold, settle and duration must not be negative", ErrOptions)
+	}
+	for _, l := range []string{o.GatewayCPUs, o.LoadgenCPUs} {
+		if _, err := parseCPUList(l); err != nil {
+			return fmt.Errorf("%w: %w", ErrOptions, err)
+		}
 	}
 	switch strings.ToLower(o.Codec) {
 	case "", "pcmu":
@@ -131,6 +145,31 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
+	gwCPUs, _ := parseCPUList(o.GatewayCPUs) // checked by normalize
+	if lgCPUs, _ := parseCPUList(o.LoadgenCPUs); lgCPUs != nil {
+		if err := pinSelf(lgCPUs); err != nil {
+			return nil, fmt.Errorf("loadgen: pin the load generator: %w", err)
+		}
+	}
+	r := &runner{o: o, match: newMatcher(), sides: &pbxSides{analyse: !o.NoMedia}}
+	var model *delayModel
+	pbxReplay := map[string][][]byte{}
+	if !o.NoMedia {
+		// Both voices are encoded once here and replayed by every call (issue 7: the
+		// generator's own cost stays small).
+		callerPCM, pbxPCM := loopPCM(callerHz), loopPCM(pbxHz)
+		if r.callerLoop, err = encodeLoop("opus", callerPCM, callerOpus); err != nil {
+			return nil, err
+		}
+		if pbxReplay[o.Codec], err = encodeLoop(o.Codec, pbxPCM, pbxOpts); err != nil {
+			return nil, err
+		}
+		if model, err = newDelayModel(o.Codec, r.callerLoop, pbxReplay[o.Codec], callerPCM); err != nil {
+			return nil, err
+		}
+		r.bias = model.bias
+	}
+
 	simCtx, stopSims := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSims()
 	meta, err := wasim.Start(simCtx, wasim.Config{
@@ -142,7 +181,11 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 	defer meta.Close()
 	pbxSim, err := pbx.Start(simCtx, pbx.Config{
-		Listen: "127.0.0.1:0", Codecs: []string{o.Codec}, ExpectToneHz: 440, Logger: o.Logger.With("sim", "pbx"),
+		Listen: "127.0.0.1:0", Codecs: []string{o.Codec}, ExpectToneHz: callerHz, Logger: o.Logger.With("sim", "pbx"),
+		Silent: o.NoMedia, Replay: pbxReplay,
+		OnSent:  func(c *pbx.Call, n int, at time.Time) { r.sides.get(c).fromPBX.onSent(n, at) },
+		OnRTP:   func(c *pbx.Call, h *rtp.Header, _ time.Time) { r.sides.get(c).toPBX.onRTP(h) },
+		OnAudio: func(c *pbx.Call, pcm []int16, at time.Time) { r.sides.get(c).toPBX.onAudio(pcm, at) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: pbx simulator: %w", err)
@@ -152,12 +195,14 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	cfgPath, err := writeConfig(dir, gatewayConf{
 		Public: public, Admin: admin, WebRTCPort: rtcPort, GraphURL: meta.GraphURL(),
 		PBXAddr: pbxSim.Addr().String(), Codec: o.Codec, LogLevel: o.LogLevel,
+		// A silent PBX (-media=false) must not trip the gateway's RTP timeout during a hold.
+		RTPTimeout: max(60*time.Second, 2*o.Hold),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: config: %w", err)
 	}
 	logPath := filepath.Join(dir, "ponte.log")
-	ch, err := startChild(o.Ponte, cfgPath, logPath)
+	ch, err := startChild(o.Ponte, cfgPath, logPath, gwCPUs)
 	if err != nil {
 		return nil, err
 	}
@@ -177,15 +222,24 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep = &Report{
 		Codec: o.Codec, Transcoding: o.Codec != "opus", Calls: o.Calls, Concurrency: o.Concurrency,
 		Rate: o.Rate, Hold: o.Hold.String(), Settle: o.Settle.String(), CPUs: runtime.NumCPU(),
-		ClockTick: clockTick(ctx),
+		ClockTick: clockTick(ctx), Media: !o.NoMedia, DelayModel: model,
+		GatewayCPUList: allowedCPUs(strconv.Itoa(ch.pid())), LoadgenCPUList: allowedCPUs("self"),
+	}
+	if o.Duration > 0 {
+		rep.DurationLimit = o.Duration.String()
 	}
 	pid := ch.pid()
 	if rep.GatewayRSSIdleKiB, err = statusKiB(pid, "VmRSS"); err != nil {
 		return nil, fmt.Errorf("loadgen: gateway RSS: %w", err)
 	}
+	if m, err := scrape(ctx, admin); err == nil {
+		g, _ := m.sum("go_goroutines")
+		rep.GoroutinesIdle = int(g)
+	}
 	rss := startRSSSampler(pid, rep.GatewayRSSIdleKiB)
+	gors := startGoSampler(admin, &r.active)
 
-	r := &runner{o: o, meta: meta, pbx: pbxSim, match: newMatcher()}
+	r.meta, r.pbx = meta, pbxSim
 	dispCtx, stopDispatch := context.WithCancel(ctx)
 	var dispWG sync.WaitGroup
 	dispWG.Add(1)
@@ -206,6 +260,10 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	stopDispatch()
 	dispWG.Wait()
 	rep.GatewayRSSPeakKiB = rss.stop()
+	rep.GoroutineCalls, rep.GoroutinesAtPeak = gors.stop()
+	rep.Calls = len(rep.Results)
+	rep.PeakConcurrent = int(r.peak.Load())
+	legs := gatewayLegs(ctx, admin)
 	rep.GatewayHWMKiB, _ = statusKiB(pid, "VmHWM")
 	if err := errors.Join(cerr, cerr1); err != nil {
 		keepDir = true
@@ -228,12 +286,13 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		rep.OtherCPUSeconds = max(0, busy-rep.GatewayCPUSeconds-rep.LoadgenCPUSeconds)
 	}
 	r.fillFromSimulator(rep)
+	r.fillMedia(rep, legs)
 
 	childStopped = true
 	if err := ch.stop(childGrace); err != nil {
 		rep.GatewayExit = err.Error()
 	}
-	if rep.Failed > 0 || rep.AudioOK < rep.Calls || rep.GatewayExit != "" {
+	if rep.Failed > 0 || (rep.Media && rep.AudioOK < rep.Calls) || rep.GatewayExit != "" {
 		rep.GatewayLog = logPath
 	}
 	return rep, nil

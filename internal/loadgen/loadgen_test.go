@@ -41,7 +41,9 @@ func TestSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	rep, err := Run(ctx, Options{Ponte: bin, Calls: 2, Concurrency: 2, Hold: time.Second, Codec: "pcmu", Dir: dir})
+	// Two seconds of hold: each side's loop carries one delay marker a second.
+	const hold = 2 * time.Second
+	rep, err := Run(ctx, Options{Ponte: bin, Calls: 2, Concurrency: 2, Hold: hold, Codec: "pcmu", Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,11 +79,11 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 		// The caller hangs up no sooner than Hold after accept.
-		if c.MediaSeconds < time.Second.Seconds() {
+		if c.MediaSeconds < hold.Seconds() {
 			t.Errorf("call %d: media %.3f s < hold", c.Index, c.MediaSeconds)
 		}
 	}
-	if rep.MediaSeconds < 2 || rep.GatewayCPUSeconds <= 0 || rep.CPUPerCallSecond <= 0 {
+	if rep.MediaSeconds < 2*hold.Seconds() || rep.GatewayCPUSeconds <= 0 || rep.CPUPerCallSecond <= 0 {
 		t.Errorf("CPU %.2f s over %.2f media s: not filled", rep.GatewayCPUSeconds, rep.MediaSeconds)
 	}
 	if rep.GatewayRSSIdleKiB <= 0 || rep.GatewayRSSPeakKiB < rep.GatewayRSSIdleKiB || rep.GatewayHWMKiB < rep.GatewayRSSIdleKiB {
@@ -92,6 +94,59 @@ func TestSmoke(t *testing.T) {
 	}
 	if _, err := config.Load(filepath.Join(dir, "ponte.yaml")); err != nil {
 		t.Errorf("the config the child ran with no longer loads: %v", err)
+	}
+	// Delay, loss and per call figures are measured, not judged (no timed assertions): each
+	// must be there and consistent.
+	if !rep.Media || rep.DelayModel == nil || rep.DelayModel.JitterBufferMs != 20 {
+		t.Errorf("media %v, delay model %+v", rep.Media, rep.DelayModel)
+	}
+	for name, d := range map[string]DelaySummary{"to PBX": rep.DelayToPBX, "to caller": rep.DelayToCaller} {
+		if d.Including.N == 0 || d.Including.P50Ms <= 0 || d.Added.N != d.Including.N || d.Added.P50Ms >= d.Including.P50Ms {
+			t.Errorf("delay %s: %+v", name, d)
+		}
+	}
+	for name, l := range map[string]LossSummary{"to PBX": rep.LossToPBX, "to caller": rep.LossToCaller} {
+		if l.Sent <= 0 || l.Received <= 0 || l.GatewayIn <= 0 || l.GatewayInLost < 0 || l.LossPercent < 0 {
+			t.Errorf("loss %s: %+v", name, l)
+		}
+	}
+	for _, c := range rep.Results {
+		for name, f := range map[string]FlowResult{"to PBX": c.FlowToPBX, "to caller": c.FlowToCaller} {
+			if f.Sent <= 0 || f.Received <= 0 || f.SeqExpected < f.Received-f.SeqLost || f.Delays <= 0 {
+				t.Errorf("call %d %s: %+v", c.Index, name, f)
+			}
+		}
+	}
+	if rep.PeakConcurrent < 1 || rep.PeakConcurrent > 2 || rep.GoroutinesIdle <= 0 || rep.CallsPerCore <= 0 {
+		t.Errorf("peak %d goroutines idle %d calls/core %.1f", rep.PeakConcurrent, rep.GoroutinesIdle, rep.CallsPerCore)
+	}
+}
+
+// A signalling-only run: real ICE/DTLS, no audio sent or checked, the latencies measured.
+func TestSmokeSignallingOnly(t *testing.T) {
+	bin := buildPonte(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	rep, err := Run(ctx, Options{Ponte: bin, Calls: 3, Concurrency: 3, Rate: 10, Hold: time.Second, NoMedia: true, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK != 3 || rep.Failed != 0 || rep.Media {
+		log, _ := os.ReadFile(filepath.Join(dir, "ponte.log"))
+		t.Fatalf("ok %d failed %d media %v: %+v\ngateway log:\n%s", rep.OK, rep.Failed, rep.Media, rep.Results, log)
+	}
+	if rep.WebhookToPreAccept.N != 3 || rep.PBX200ToAccept.N != 3 {
+		t.Errorf("latencies %+v %+v", rep.WebhookToPreAccept, rep.PBX200ToAccept)
+	}
+	if rep.LossToPBX.Sent != 0 || rep.LossToCaller.Sent != 0 || rep.DelayToPBX.Including.N != 0 {
+		t.Errorf("media sent in a signalling-only run: %+v %+v", rep.LossToPBX, rep.LossToCaller)
+	}
+	for _, c := range rep.Results {
+		// The gateway still plays silence both ways (Meta drops a call without business media).
+		if c.FlowToCaller.Received == 0 || c.FlowToPBX.Received == 0 {
+			t.Errorf("call %d: no silence from the gateway: %+v %+v", c.Index, c.FlowToCaller, c.FlowToPBX)
+		}
 	}
 }
 
@@ -120,12 +175,15 @@ func TestOptions(t *testing.T) {
 		wantErr bool
 	}{
 		{"defaults", Options{Ponte: "x"}, "PCMU", 500 * time.Millisecond, false},
+		{"duration without calls limit", Options{Ponte: "x", Duration: time.Minute}, "PCMU", 500 * time.Millisecond, false},
 		{"opus any case", Options{Ponte: "x", Codec: "OPUS", Hold: 20 * time.Second}, "opus", 500 * time.Millisecond, false},
 		{"short hold settles half", Options{Ponte: "x", Codec: "pcma", Hold: 600 * time.Millisecond}, "PCMA", 300 * time.Millisecond, false},
 		{"no binary", Options{}, "", 0, true},
 		{"unknown codec", Options{Ponte: "x", Codec: "G729"}, "", 0, true},
 		{"negative calls", Options{Ponte: "x", Calls: -1}, "", 0, true},
 		{"settle beyond hold", Options{Ponte: "x", Hold: time.Second, Settle: time.Second}, "", 0, true},
+		{"bad gateway CPUs", Options{Ponte: "x", GatewayCPUs: "0-"}, "", 0, true},
+		{"negative duration", Options{Ponte: "x", Duration: -time.Second}, "", 0, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -136,7 +194,7 @@ func TestOptions(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || c.o.Codec != c.codec || c.o.Settle != c.settle {
+			if err != nil || c.o.Codec != c.codec || c.o.Settle != c.settle || (c.o.Calls == 0) != (c.o.Duration > 0) {
 				t.Fatalf("got codec %q settle %v err %v; want %q %v", c.o.Codec, c.o.Settle, err, c.codec, c.settle)
 			}
 		})

@@ -38,6 +38,7 @@ func (c *Call) sendLoop() {
 	tick := time.NewTicker(ptime)
 	defer tick.Stop()
 	locked := false // sendMu held for the frame being built
+	replayed := 0   // Config.Replay frames sent so far
 	for {
 		select {
 		case <-c.ended:
@@ -69,6 +70,7 @@ func (c *Call) sendLoop() {
 			idx++
 		}
 		var n int
+		isReplay := false
 		k := 0
 		if cfg.SwitchCodecEvery > 0 {
 			k = int(now.Sub(start)/cfg.SwitchCodecEvery) % len(c.codecs)
@@ -121,11 +123,15 @@ func (c *Call) sendLoop() {
 				c.inband.Mix(pcm) // DTMFInband: the digit replaces the tone while it sounds
 			}
 			c.mu.Unlock()
-			var err error
-			if n, err = c.encs[k].Encode(pcm, payload); err != nil {
-				c.sendMu.Unlock()
-				locked = false
-				continue
+			if loop := cfg.Replay[c.codecs[k].Name]; len(loop) > 0 && cfg.Ptime == 20 {
+				n, isReplay = copy(payload, loop[replayed%len(loop)]), true
+			} else {
+				var err error
+				if n, err = c.encs[k].Encode(pcm, payload); err != nil {
+					c.sendMu.Unlock()
+					locked = false
+					continue
+				}
 			}
 			h.Marker = false
 		}
@@ -146,7 +152,14 @@ func (c *Call) sendLoop() {
 		c.mu.Lock()
 		dst := c.remote
 		c.mu.Unlock()
+		sentAt := time.Now()
 		_, werr := c.rtp.WriteToUDPAddrPort(c.srtp.protect(pkt[:m]), dst) // H-TLS: SRTP (pbx_tls.go)
+		if isReplay {
+			if werr == nil && cfg.OnSent != nil {
+				cfg.OnSent(c, replayed, sentAt)
+			}
+			replayed++
+		}
 		if locked {
 			c.sendMu.Unlock()
 			locked = false
@@ -186,6 +199,9 @@ func (c *Call) recvLoop() {
 		data, ok := c.srtp.unprotect(buf[:n]) // H-TLS: SRTP (pbx_tls.go)
 		if !ok || p.Unmarshal(data) != nil || p.Version != 2 || (p.PayloadType >= 72 && p.PayloadType <= 76) {
 			continue
+		}
+		if f := c.p.cfg.OnRTP; f != nil {
+			f(c, &p.Header, now)
 		}
 		if from.Addr().Unmap() == sigHost.Unmap() {
 			c.mu.Lock()

@@ -22,6 +22,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
+	"github.com/pion/rtp"
 
 	"github.com/ponte-gw/ponte/sim/audio"
 	psip "github.com/ponte-gw/ponte/sip"
@@ -70,6 +71,14 @@ type Config struct {
 	ExpectDBFS      float64                                  // its level (default -12)
 	OnAudio         func(c *Call, pcm []int16, at time.Time) // every decoded frame, e.g. for a MarkerReceiver
 	Logger          *slog.Logger
+	// Load generation (media.go). Replay maps a codec name as the answer has it (PCMU, PCMA,
+	// opus) to pre-encoded 20 ms payloads sent round and round instead of encoding the tone
+	// live, so the simulator's own CPU stays small (Ptime 20 only). OnSent runs after each
+	// replayed frame was written (n counts from 0 over the call; at is the instant just
+	// before the write); OnRTP sees every RTP packet received with its socket arrival time.
+	Replay map[string][][]byte
+	OnSent func(c *Call, n int, at time.Time)
+	OnRTP  func(c *Call, h *rtp.Header, at time.Time)
 
 	Secure Secure // H-TLS: TLS listener and SDES-SRTP answers (pbx_tls.go)
 

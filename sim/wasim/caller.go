@@ -29,6 +29,8 @@ type CallOptions struct {
 	DeadMedia bool
 	// OnAudio sees every decoded 8 kHz frame the caller hears, with its arrival time.
 	OnAudio func(pcm []int16, at time.Time)
+	// Replay makes the caller's voice a pre-encoded loop (load generation, media.go).
+	Replay *Replay
 }
 
 // Marker sequence used by CallOptions.Marker and by HeardMarkers; a PBX simulator measuring
@@ -56,7 +58,7 @@ func (o *CallOptions) setDefaults(now time.Time) {
 
 func (o *CallOptions) media() mediaOptions {
 	return mediaOptions{ToneHz: o.ToneHz, ToneDBFS: o.ToneDBFS, ExpectHz: o.ExpectHz, ExpectDBFS: o.ExpectDBFS,
-		Marker: o.Marker, DTMFDropEnd: o.DTMFDropEnd, OnAudio: o.OnAudio}
+		Marker: o.Marker, DTMFDropEnd: o.DTMFDropEnd, OnAudio: o.OnAudio, Replay: o.Replay}
 }
 
 type callState int

@@ -59,6 +59,7 @@ type mediaOptions struct {
 	Marker               bool    // speak the marker sequence instead of the tone
 	DTMFDropEnd          bool
 	OnAudio              func(pcm []int16, at time.Time)
+	Replay               *Replay // pre-encoded voice and socket-level hooks (media.go)
 }
 
 func (o *mediaOptions) setDefaults() {

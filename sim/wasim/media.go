@@ -29,6 +29,10 @@ type wireCounter struct {
 	rtp, rtcp           int
 	firstRTP, firstRTCP time.Time
 	lastRTP, lastRTCP   time.Time
+	// arrivals keeps the socket arrival time of the last RTP packets by sequence number (the
+	// SRTP header is in clear, RFC 3711 §3.1), so a Replay's hooks see when a packet reached
+	// the socket rather than when pion's read path handed it over.
+	arrivals [arrivalSlots]arrival
 }
 
 func (w *wireCounter) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -48,6 +52,10 @@ func (w *wireCounter) ReadFrom(b []byte) (int, net.Addr, error) {
 			}
 			w.rtp++
 			w.lastRTP = now
+			if n >= 4 {
+				seq := uint16(b[2])<<8 | uint16(b[3])
+				w.arrivals[seq%arrivalSlots] = arrival{seq: seq, at: now}
+			}
 		}
 		w.mu.Unlock()
 	}
@@ -317,10 +325,22 @@ func (e *endpoint) readMedia(tr *pwebrtc.TrackRemote) {
 		if p.Unmarshal(buf[:n]) != nil {
 			continue
 		}
+		rp := e.mo.Replay
+		if rp != nil {
+			if t, ok := e.wire.arrival(p.SequenceNumber); ok {
+				at = t
+			}
+			if rp.OnRTP != nil {
+				rp.OnRTP(&p.Header, at)
+			}
+		}
 		opusPT, tePT, _ := e.track.PayloadTypes()
 		e.stream.add(&p, p.PayloadType == opusPT, at)
 		switch p.PayloadType {
 		case opusPT:
+			if rp != nil && rp.NoDecode {
+				break
+			}
 			if k, err := dec.Decode(p.Payload, pcm); err == nil {
 				e.heard.Add(pcm[:k], at)
 				e.markers.Add(pcm[:k], at)
@@ -411,10 +431,17 @@ func (e *endpoint) nextDTMF() (dtmfReq, bool) {
 // RTP timestamps follow real time, as a phone's audio clock would.
 func (e *endpoint) sendMedia() {
 	defer e.wg.Done()
-	enc, err := transcode.NewEncoder(transcode.CodecOpus, 8000, transcode.EncoderOptions{Complexity: 5})
-	if err != nil {
-		e.m.log.Error("opus encoder", "err", err)
+	rp := e.mo.Replay
+	if rp != nil && rp.Mute {
 		return
+	}
+	var enc transcode.Encoder
+	if rp == nil || len(rp.Frames) == 0 {
+		var err error
+		if enc, err = transcode.NewEncoder(transcode.CodecOpus, 8000, transcode.EncoderOptions{Complexity: 5}); err != nil {
+			e.m.log.Error("opus encoder", "err", err)
+			return
+		}
 	}
 	f := &frameSender{
 		e:    e,
@@ -470,6 +497,7 @@ type frameSender struct {
 	gapLeft  time.Duration
 	packets  uint32
 	octets   uint32
+	replayed int // Replay frames sent so far
 }
 
 // callerRTCPInterval is how often the caller sends its SR once media flows.
@@ -526,6 +554,25 @@ func (f *frameSender) send(now time.Time) error {
 			f.ts += 960
 			return nil
 		}
+	} else if rp := e.mo.Replay; rp != nil && len(rp.Frames) > 0 {
+		payload = rp.Frames[f.replayed%len(rp.Frames)]
+		h.PayloadType, h.Marker = opusPT, f.first
+		f.first = false
+		f.gapLeft -= 20 * time.Millisecond
+		at := time.Now()
+		if err := e.track.WriteRTP(&h, payload); err != nil {
+			e.m.log.Debug("caller write", "err", err)
+		} else {
+			f.packets++
+			f.octets += uint32(len(payload))
+			if rp.OnSent != nil {
+				rp.OnSent(f.replayed, at)
+			}
+		}
+		f.replayed++
+		f.seq++
+		f.ts += 960
+		return nil
 	} else {
 		if e.markerTx != nil {
 			e.markerTx.Fill(f.pcm, now)
