@@ -4,6 +4,8 @@
 //	ponte check-config ponte.yaml    validate a config file and exit
 //	ponte demo                       a real call between the built-in simulators
 //	ponte load -calls N ...          load through a ponte child process, measured from /proc
+//	ponte load-rtpengine -calls N ...  the same load through rtpengine, for comparison
+//	ponte bare -calls N ...          the bare cost of a call's parts (codecs, pion + RTP legs, a bare relay)
 //	ponte healthcheck [-ready]       exit 0 when the admin listener says healthy (container HEALTHCHECK)
 //	ponte version                    version and build info
 package main
@@ -48,6 +50,12 @@ func main() {
 		err = demo(os.Args[2:])
 	case "load":
 		err = load(os.Args[2:])
+	case "load-rtpengine":
+		err = loadRtpengine(os.Args[2:])
+	case "bare":
+		err = bareCmd(os.Args[2:])
+	case "bare-child":
+		err = bareChild(os.Args[2:])
 	case "healthcheck":
 		err = healthcheck(os.Args[2:])
 	case "version", "-version", "--version":
@@ -75,6 +83,10 @@ commands:
                          WhatsApp and PBX simulators on loopback; exit 0 only if it all worked
   load [flags]           run calls through a ponte child process with the simulators and
                          report setup latency, audio checks, gateway CPU and memory (-h for flags)
+  load-rtpengine [flags] the same load through rtpengine 10.5 (userspace, a child process)
+                         for the side-by-side comparison (test/load/compare-rtpengine.sh)
+  bare [flags]           measure the bare cost of a call's parts in a child process: codecs
+                         alone, a pion leg + RTP leg, a bare transcoding relay (-h for flags)
   healthcheck [-ready]   GET /healthz (or /readyz) on the config's admin listener; exit 0 on 200
   version                print version and build info
 `)
