@@ -51,7 +51,7 @@ test-unit:
 # the bridge and the end-to-end/interop tests, without -race and one package
 # at a time so the timing they assert is the gateway's, not the test runner's.
 test-media:
-	$(GO) test -tags $(TAGS) -count=1 -p 1 -timeout 30m ./gateway/ ./test/
+	$(GO) test -tags $(TAGS) -count=1 -p 1 -timeout 30m ./gateway/ ./test/ ./internal/rtpeng/
 	$(GO) test -tags $(TAGS) -count=1 -run 'Alloc' ./sip/ ./transcode/ ./webrtc/
 
 # Every fuzz target runs briefly (FUZZTIME executions each) so CI catches
@@ -65,8 +65,11 @@ fuzz-smoke:
 	  done; \
 	done
 
+# Micro-benchmarks of the media path (docs/performance.md): codecs, bridge
+# frames each way, SRTP, RFC 4733, jitter buffer, pion's own per-packet cost,
+# and the bare relay used as the "bare parts" reference.
 bench: deps
-	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem ./transcode/... ./gateway/...
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem ./transcode/ ./gateway/ ./sip/ ./webrtc/ ./internal/bare/
 
 clean:
 	rm -rf bin

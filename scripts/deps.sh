@@ -14,6 +14,9 @@ if [ "${1:-}" = "test" ]; then
   # NAT test (test/nat_test.go): network namespaces, veths and MASQUERADE.
   # Route-set test (test/kamailio_test.go): kamailio as a record-routing proxy.
   for p in iproute2 nftables kamailio; do have_pkg "$p" || need+=("$p"); done
+  # Performance comparison peer (internal/rtpeng, test/load/compare-rtpengine.sh):
+  # rtpengine in userspace (--table=-1), started by the tests themselves.
+  have_pkg rtpengine-daemon || need+=(rtpengine-daemon)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"
@@ -22,7 +25,7 @@ if [ ${#need[@]} -gt 0 ]; then
   # The tests start their own kamailio and only use promtool: the packages'
   # services (SIP on 5060, Prometheus on 9090, ponte's admin default) stay off.
   if command -v systemctl >/dev/null 2>&1; then
-    for svc in kamailio prometheus; do $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; done
+    for svc in kamailio prometheus rtpengine-daemon ngcp-rtpengine-daemon; do $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; done
   fi
 fi
 if ! command -v go >/dev/null 2>&1; then

@@ -1,0 +1,5 @@
+//go:build !race
+
+package rtpeng
+
+const raceDetector = false
