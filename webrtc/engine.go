@@ -64,6 +64,9 @@ type Config struct {
 	// RTCPInterval is the sender-report period once sending is enabled (default 5s). Meta wants
 	// "at-least RTCP packets even when there is silence" (§5.5).
 	RTCPInterval time.Duration
+	// SocketBuffer is the kernel receive/send buffer of the shared socket(s), in bytes
+	// (0: the system default). See setSocketBuffer.
+	SocketBuffer int
 	Logger       *slog.Logger
 }
 
@@ -126,6 +129,12 @@ func NewEngine(cfg Config) (*Engine, error) {
 		if ap.Addr().Is4() {
 			opts = append(opts, ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4))
 		}
+		if cfg.SocketBuffer > 0 {
+			// pion sets these with SO_RCVBUF/SO_SNDBUF, capped by net.core.rmem_max/wmem_max.
+			opts = append(opts, ice.UDPMuxFromPortWithReadBufferSize(cfg.SocketBuffer),
+				ice.UDPMuxFromPortWithWriteBufferSize(cfg.SocketBuffer))
+			warnSocketCap(cfg.Logger, cfg.SocketBuffer)
+		}
 		m, err := ice.NewMultiUDPMuxFromPort(int(ap.Port()), opts...)
 		if err != nil {
 			return nil, fmt.Errorf("webrtc: listen %s: %w", cfg.ListenUDP, err)
@@ -142,6 +151,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
 		if err != nil {
 			return nil, fmt.Errorf("webrtc: listen %s: %w", cfg.ListenUDP, err)
+		}
+		if cfg.SocketBuffer > 0 {
+			setSocketBuffer(conn, cfg.SocketBuffer, cfg.Logger)
 		}
 		e.mux = pwebrtc.NewICEUDPMux(pionLog.NewLogger("mux"), conn)
 		e.local = conn.LocalAddr().(*net.UDPAddr).AddrPort()

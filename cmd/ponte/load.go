@@ -29,6 +29,7 @@ func load(args []string) error {
 	rate := fs.Float64("rate", 1, "new calls per second (0: as fast as -concurrency allows)")
 	hold := fs.Duration("hold", 5*time.Second, "talk time of each call, from accept to hang-up")
 	codec := fs.String("codec", "PCMU", "the PBX's codec: PCMU, PCMA or opus (passthrough)")
+	ring := fs.Duration("ring", time.Second, "how long the PBX rings before answering (0: at once, before ICE/DTLS may have finished)")
 	settle := fs.Duration("settle", 0, "start of each hold left out of the audio check (default min(500ms, hold/2))")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
 	dir := fs.String("dir", "", "keep the gateway config and log here (default: a temp dir, kept only on failure)")
@@ -52,7 +53,7 @@ func load(args []string) error {
 	defer stop()
 	rep, err := loadgen.Run(ctx, loadgen.Options{
 		Ponte: *ponte, Calls: *calls, Concurrency: *conc, Rate: *rate, Hold: *hold, Codec: *codec,
-		Settle: *settle, Dir: *dir, LogLevel: *logLevel, Logger: log,
+		Ring: ringOpt(*ring), Settle: *settle, Dir: *dir, LogLevel: *logLevel, Logger: log,
 		Duration: *duration, NoMedia: !*media, GatewayCPUs: *gwCPUs, LoadgenCPUs: *lgCPUs,
 	})
 	if err != nil {
@@ -75,4 +76,12 @@ func load(args []string) error {
 		return fmt.Errorf("load: %d of %d calls failed, %d failed the audio check", rep.Failed, rep.Calls, bad)
 	}
 	return nil
+}
+
+// ringOpt maps the -ring flag to loadgen.Options.Ring, where 0 means the default.
+func ringOpt(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1 // answer at once
+	}
+	return d
 }

@@ -45,6 +45,11 @@ type Options struct {
 	Dir      string       // where the config and the gateway log go; default a temp dir, removed unless something failed
 	LogLevel string       // the gateway's log level (default warn)
 	Logger   *slog.Logger // the simulators' log (default discarded)
+	// Ring is how long the PBX rings before it answers (default 1 s; negative: at once). A
+	// real PBX rings a person or a callbot's queue; a PBX answering within ~200 ms of
+	// pre_accept answers before ICE and DTLS have finished, and then PBX 200 -> accept and
+	// the first words toward the caller wait for them (pion checks ICE pairs every 200 ms).
+	Ring time.Duration
 	// NoMedia is a signalling-only run: callers are real pion peers (ICE, DTLS) that send
 	// nothing, the PBX sends nothing, no audio is checked; the gateway still plays silence.
 	NoMedia bool
@@ -94,6 +99,9 @@ func (o *Options) normalize() error {
 		o.Codec = "opus"
 	default:
 		return fmt.Errorf("%w: codec %q is not one of PCMU, PCMA, opus", ErrOptions, o.Codec)
+	}
+	if o.Ring == 0 {
+		o.Ring = time.Second
 	}
 	if o.Settle == 0 {
 		o.Settle = min(500*time.Millisecond, o.Hold/2)
@@ -182,7 +190,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	defer meta.Close()
 	pbxSim, err := pbx.Start(simCtx, pbx.Config{
 		Listen: "127.0.0.1:0", Codecs: []string{o.Codec}, ExpectToneHz: callerHz, Logger: o.Logger.With("sim", "pbx"),
-		Silent: o.NoMedia, Replay: pbxReplay,
+		Silent: o.NoMedia, Replay: pbxReplay, AnswerDelay: max(0, o.Ring),
 		OnSent:  func(c *pbx.Call, n int, at time.Time) { r.sides.get(c).fromPBX.onSent(n, at) },
 		OnRTP:   func(c *pbx.Call, h *rtp.Header, _ time.Time) { r.sides.get(c).toPBX.onRTP(h) },
 		OnAudio: func(c *pbx.Call, pcm []int16, at time.Time) { r.sides.get(c).toPBX.onAudio(pcm, at) },
@@ -222,7 +230,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep = &Report{
 		Codec: o.Codec, Transcoding: o.Codec != "opus", Calls: o.Calls, Concurrency: o.Concurrency,
 		Rate: o.Rate, Hold: o.Hold.String(), Settle: o.Settle.String(), CPUs: runtime.NumCPU(),
-		ClockTick: clockTick(ctx), Media: !o.NoMedia, DelayModel: model,
+		ClockTick: clockTick(ctx), Media: !o.NoMedia, DelayModel: model, Ring: max(0, o.Ring).String(),
 		GatewayCPUList: allowedCPUs(strconv.Itoa(ch.pid())), LoadgenCPUList: allowedCPUs("self"),
 	}
 	if o.Duration > 0 {

@@ -106,6 +106,7 @@ type Report struct {
 	Rate        float64 `json:"rate_per_s"`
 	Hold        string  `json:"hold"`
 	Settle      string  `json:"audio_settle"` // start of each hold left out of the audio check
+	Ring        string  `json:"pbx_ring"`     // how long the PBX rang before answering
 
 	OK     int `json:"calls_ok"`
 	Failed int `json:"calls_failed"`
@@ -193,8 +194,8 @@ func (r *Report) WriteTable(w io.Writer) {
 		mode = "transcoding"
 	}
 	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
-	p("ponte load: %d calls, concurrency %d, rate %g/s, hold %s, PBX codec %s (%s)",
-		r.Calls, r.Concurrency, r.Rate, r.Hold, r.Codec, mode)
+	p("ponte load: %d calls, concurrency %d, rate %g/s, hold %s, PBX codec %s (%s), PBX rings %s",
+		r.Calls, r.Concurrency, r.Rate, r.Hold, r.Codec, mode, r.Ring)
 	p("  %-24s ok %d   failed %d", "calls", r.OK, r.Failed)
 	lat := func(name string, l Latency) {
 		if l.N == 0 {

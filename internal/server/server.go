@@ -110,6 +110,7 @@ func NewWithClock(cfg *config.Config, log *slog.Logger, clock func() time.Time) 
 		PublicIPs:       nonEmpty(cfg.Media.PublicIP),
 		IncludeLoopback: isLoopback(cfg.Media.BindIP) || isLoopback(cfg.Media.PublicIP),
 		ConnectTimeout:  cfg.Media.ConnectTimeout.D(),
+		SocketBuffer:    cfg.Media.SocketBuffer,
 		Logger:          log,
 	})
 	if err != nil {
