@@ -492,14 +492,14 @@ func (w *stallWatch) worst(from, to time.Time) time.Duration {
 const stallRecovery = 300 * time.Millisecond
 
 // skips returns the spans of [from, to) during which audio is not judged
-// because this process was measurably starved: each stall of stallLimit/2
-// or more, from a frame before it began to stallRecovery after it ended.
+// because this process was measurably starved: each stall of stallLimit or
+// more, from a frame before it began to stallRecovery after it ended.
 // covered is how much of [from, to) they cover together.
 func (w *stallWatch) skips(from, to time.Time) (spans []audio.Span, covered time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, s := range w.stalls {
-		if s.late < stallLimit/2 {
+		if s.late < stallLimit {
 			continue
 		}
 		sp := audio.Span{From: s.end.Add(-s.late - 20*time.Millisecond), To: s.end.Add(stallRecovery)}

@@ -103,8 +103,9 @@ func (s *Server) placeCall(ic *sip.IncomingCall) {
 		s.Metrics.CallOffered(metrics.DirOutbound, "")
 		s.Metrics.CallRefused(metrics.DirOutbound, "", gateway.RefusalReason(err))
 		s.log.Warn("SIP INVITE refused", "reason", gateway.RefusalReason(err), "sip_call_id", ic.CallID(), "err", err)
-		_ = ic.Reject(503, "Service Unavailable", sip.Header{Name: "Retry-After", Value: strconv.Itoa(int(retry.Round(time.Second) / time.Second))})
+		// Counted first: whoever receives the 503 may read /metrics at once.
 		s.Metrics.SIPResponse("INVITE", 503, "out")
+		_ = ic.Reject(503, "Service Unavailable", sip.Header{Name: "Retry-After", Value: strconv.Itoa(int(retry.Round(time.Second) / time.Second))})
 		return
 	}
 	agent := ""
