@@ -71,6 +71,7 @@ func exercise(m *Metrics) {
 	m.SetLimits(10, 0.8)
 	m.WatchCPU(func() float64 { return 0.25 })
 	m.WatchWebhook(func() (map[string]uint64, map[string]uint64) { return nil, nil })
+	m.WatchStoreSpool(func() (int, uint64) { return 2, 1 })
 }
 
 // Names is what the dashboard and alert test checks against: it must be

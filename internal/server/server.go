@@ -46,6 +46,10 @@ type Server struct {
 	// writable"); store.Store implements it. nil: no store check.
 	StoreCheck Pinger
 	Store      *store.SQLite
+	// Spool takes the gateway's call-record writes and queues them while the
+	// store is unavailable, so calls go on (issue 8); its Close flushes the
+	// queue and closes Store. /readyz still reports the store itself.
+	Spool *store.Spool
 
 	stopEvents context.CancelFunc // ends the event deliverer
 	eventsDone chan struct{}
@@ -152,16 +156,19 @@ func NewWithClock(cfg *config.Config, log *slog.Logger, clock func() time.Time) 
 		log.Warn("calls cut by the last stop recorded as interrupted", "calls", n)
 	}
 	s.StoreCheck = s.Store
+	s.Spool = store.NewSpool(s.Store, store.SpoolOptions{Logger: log})
+	s.Metrics.WatchStoreSpool(s.Spool.Stats)
 	s.CPU = metrics.NewCPULoad(cfg.Admission.CPUWindow.D(), time.Second, nil)
 	s.Metrics.WatchCPU(s.CPU.Load)
 	s.Gateway = gateway.New(gateway.Deps{Config: cfg, Graph: s.Graph, WebRTC: s.RTC, SIP: s.UA, Logger: log,
-		Observer: s.Metrics, CPU: s.CPU, Store: s.Store, Permits: s.newPermits()})
+		Observer: s.Metrics, CPU: s.CPU, Store: s.Spool, Permits: s.newPermits()})
 	// PBX-originated calls (business-initiated): authenticated by package
 	// sip, admitted and placed by placeCall (outbound.go).
 	if err := s.startSIPServer(); err != nil {
 		s.UA.Close()
 		s.RTC.Close()
-		s.Store.Close()
+		s.CPU.Close()
+		s.Spool.Close()
 		return nil, fmt.Errorf("sip server: %w", err)
 	}
 	s.Webhook = whatsapp.NewWebhook(whatsapp.WebhookConfig{
@@ -276,7 +283,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.stopEvents()
 		<-s.eventsDone
 	}
-	if cerr := s.Store.Close(); cerr != nil && err == nil {
+	if cerr := s.Spool.Close(); cerr != nil && err == nil { // flushes, then closes the store
 		err = cerr
 	}
 	return err
