@@ -46,6 +46,17 @@ type SIPServer struct {
 	NonceTTL     Duration `yaml:"nonce_ttl"`  // digest nonce lifetime, default 5m
 	RateLimit    float64  `yaml:"rate_limit"` // failed/unknown INVITEs per second per source, default 5
 	RateBurst    int      `yaml:"rate_burst"` // default 10
+	// InviteRate: new INVITEs per second per source, authenticated or not
+	// (over it: 480 with Retry-After); trunk allow-list addresses are
+	// exempt. Default 20, burst (InviteBurst) 40. H-SIPSEC.
+	InviteRate  float64 `yaml:"invite_rate"`
+	InviteBurst int     `yaml:"invite_burst"`
+	// Ban: after failures within a window, every request from the source
+	// is dropped for a while (config/pstn.go).
+	Ban SIPBan `yaml:"ban"`
+	// PSTN: which trunks and number prefixes are the public telephone
+	// network, never bridged to WhatsApp (config/pstn.go).
+	PSTN PSTN `yaml:"pstn"`
 }
 
 // Outbound configures business-initiated calls (PBX → WhatsApp user).
@@ -133,6 +144,7 @@ func (c *Config) applyOutboundDefaults() {
 	if s.RateBurst == 0 {
 		s.RateBurst = 10
 	}
+	s.applySecurityDefaults() // config/pstn.go
 	for i := range c.SIP.Trunks {
 		if r := c.SIP.Trunks[i].Register; r != nil {
 			if r.Expires == 0 {
@@ -151,6 +163,7 @@ func (c *Config) validateOutbound(add func(path, format string, a ...any)) {
 	default:
 		add("sip.server.unauthorized", "%q is not one of reject, drop", c.SIP.Server.Unauthorized)
 	}
+	c.validateSecurity(add) // config/pstn.go
 	if c.Outbound.NoAnswerTimeout.D() < 5*time.Second {
 		add("outbound.no_answer_timeout", "%s is under 5s", c.Outbound.NoAnswerTimeout.D())
 	}

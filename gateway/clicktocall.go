@@ -128,6 +128,10 @@ func (g *Gateway) ClickToCall(ctx context.Context, r api.ClickToCall) (api.Click
 	if trunk == nil {
 		return api.ClickToCallResult{}, &api.RefusedError{Status: 400, Reason: "trunk: not a configured trunk"}
 	}
+	// Meta's terms: a WhatsApp call is never bridged to the PSTN, click-to-call's agent leg included.
+	if err := g.cfg.PSTNPolicy().Check(trunk.Name, r.Agent); err != nil {
+		return api.ClickToCallResult{}, &api.RefusedError{Status: 403, Reason: "agent: " + err.Error()}
+	}
 	num := g.businessNumber(r.Business)
 	if num == nil {
 		num = g.cfg.BusinessNumberFor(trunk, "")

@@ -357,6 +357,12 @@ hunt:
 // timeout, or Meta's accept deadline, whichever comes first.
 func (c *call) dialTarget(at attempt, ar *AttemptRecord, leg metaLeg, rtpSess *sip.RTPSession, acceptBy time.Time) (*sip.Dialog, *sip.MediaDesc, error) {
 	target, trunk := at.target, at.trunk
+	// H-SIPSEC (issue 8): no WhatsApp call goes to a PSTN trunk or prefix,
+	// whoever chose the target (route, hook, REFER); the configured URI is
+	// checked, not the one with the DID put in (targetURI).
+	if err := c.cfg().PSTNPolicy().Check(trunk.Name, target.URI); err != nil {
+		return nil, nil, err
+	}
 	if !c.g.TrunkUp(trunk.Name) {
 		return nil, nil, fmt.Errorf("%w: %s", ErrTrunkDown, trunk.Name)
 	}

@@ -45,6 +45,13 @@ type TransferRecord struct {
 // pending"), anything else 202 and a job for the call's goroutine.
 func (c *call) watchRefer(l *pbxLeg, refers chan<- sip.Refer, busy *atomic.Bool) {
 	l.dlg.OnRefer(func(r sip.Refer) (int, string) {
+		// H-SIPSEC (issue 8): PSTN policy first: Meta's terms forbid
+		// bridging WhatsApp calls to the PSTN, whatever the trunk allows.
+		if err := c.cfg().PSTNPolicy().Check(l.trunk.Name, r.ReferTo); err != nil {
+			c.log.Warn("transfer refused", "refer_to", r.ReferTo, "why", err)
+			c.addTransfer(TransferRecord{At: time.Now(), By: r.ReferredBy, ReferTo: r.ReferTo, Trunk: l.trunk.Name, Result: "denied", Reason: err.Error()})
+			return 403, "Forbidden (PSTN policy)"
+		}
 		if ok, why := l.trunk.TransferAllowed(r.ReferTo); !ok {
 			c.log.Warn("transfer refused", "refer_to", r.ReferTo, "why", why)
 			c.addTransfer(TransferRecord{At: time.Now(), By: r.ReferredBy, ReferTo: r.ReferTo, Trunk: l.trunk.Name, Result: "denied", Reason: why})

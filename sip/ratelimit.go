@@ -1,9 +1,13 @@
 package sip
 
 import (
+	"math"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // maxLimiterEntries bounds the per-address state a flood of spoofed
@@ -112,4 +116,56 @@ func (l *ipLimiter) size() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.m)
+}
+
+// screen runs before authentication on every new INVITE (H-SIPSEC, issue
+// 8): a scanner's INVITE is dropped and counts toward its ban; a source
+// over its INVITE rate is refused. Sources on a trunk's address allow-list
+// are exempt from both: the operator listed them, a PBX carries many users
+// at once (a dialer campaign or a call-centre shift start is a legitimate
+// burst), and admission control (Admit: calls, CPS, CPU) already bounds
+// what they can cost. Everyone else, digest trunks included, shares the
+// per-source bucket.
+//
+// Over the limit the answer is 480 Temporarily Unavailable with a
+// Retry-After of the time a token takes to return, not 503: RFC 3261
+// §21.5.4 and RFC 3263 §4.3 make a proxy that gets 503 treat the whole
+// server as failed and send it nothing for Retry-After, which would black
+// out the trunk for every call, while 480 (with its per-request Retry-After,
+// §20.33) fails just this call with a temporary cause (Q.850 18, RFC 3398)
+// and triggers no retry storm. 486 would tell the caller the WhatsApp user
+// is busy, which is false. Under Unauthorized=drop, and once the source's
+// failure bucket is empty, nothing is sent (so a flood gets no answers).
+func (in *inbound) screen(req *sip.Request, tx sip.ServerTransaction, ip netip.Addr, s snapshot) bool {
+	if addressTrunk(s.trunks, ip) {
+		return true
+	}
+	if scannerRequest(req) {
+		in.u.sec.scanners.Add(1)
+		s.ban.fail(ip, s.now, "scanner")
+		return false
+	}
+	if s.invites.take(ip, s.now) {
+		return true
+	}
+	in.inviteLimited.Add(1)
+	if s.drop || !s.limit.take(ip, s.now) {
+		return false
+	}
+	retry := 1
+	if r := s.invites.rate; r > 0 && r < 1 {
+		retry = int(math.Ceil(1 / r))
+	}
+	respond(tx, req, 480, "Temporarily Unavailable", nil, sip.NewHeader("Retry-After", strconv.Itoa(retry)))
+	return false
+}
+
+// addressTrunk: ip is on some trunk's address allow-list.
+func addressTrunk(trunks []InboundTrunk, ip netip.Addr) bool {
+	for i := range trunks {
+		if allowed(trunks[i].Allow, ip) {
+			return true
+		}
+	}
+	return false
 }

@@ -44,6 +44,18 @@ type ServerConfig struct {
 	// is the bucket size. Beyond it those requests are dropped silently.
 	RateLimit float64
 	RateBurst int
+	// InviteRate is the new INVITEs per second any one source may send,
+	// authenticated or not (default DefaultInviteRate); InviteBurst the
+	// bucket size (default DefaultInviteBurst). Sources on a trunk's
+	// address allow-list are exempt (see screen for why, and for the 480). H-SIPSEC.
+	InviteRate  float64
+	InviteBurst int
+	// Ban bans sources after repeated failures (ban.go).
+	Ban BanConfig
+	// Peers are addresses of other trunks (those ponte calls, which may
+	// qualify it with OPTIONS): known, so never banned nor judged as
+	// scanners, but they gain no right to place calls.
+	Peers []netip.Prefix
 }
 
 // Unauthorized policies.
@@ -57,6 +69,9 @@ const (
 	DefaultNonceTTL  = 5 * time.Minute
 	DefaultRateLimit = 5
 	DefaultRateBurst = 10
+
+	DefaultInviteRate  = 20
+	DefaultInviteBurst = 40
 )
 
 // IncomingHandler takes an authenticated PBX INVITE. It runs on the
@@ -72,6 +87,14 @@ type ServerStats struct {
 	Forbidden   uint64 // matched no trunk (403 or dropped)
 	Dropped     uint64 // AuthFailed/Forbidden left unanswered (Unauthorized: drop)
 	RateLimited uint64 // dropped because the source ran out of failures (counted in nothing else)
+
+	// H-SIPSEC (issue 8):
+	InviteLimited uint64 // INVITEs over the per-source rate (480, or dropped)
+	Scanners      uint64 // requests dropped because their User-Agent names a scanner
+	Strangers     uint64 // OPTIONS, REGISTER and other methods from unknown sources (counted as failures)
+	Banned        uint64 // bans imposed
+	BanDropped    uint64 // messages and connections dropped because their source was banned
+	BannedNow     uint64 // sources banned at this moment (a gauge)
 }
 
 // inbound is the UA's SIP server: trunk matching, digest, rate limit, and
@@ -85,11 +108,14 @@ type inbound struct {
 	handler IncomingHandler
 	auth    *digestAuth
 	limit   *ipLimiter
+	invites *ipLimiter // H-SIPSEC: every new INVITE, per source
+	ban     *banList   // H-SIPSEC
+	recent  recentSet  // H-SIPSEC: sources that proved digest credentials
 	calls   map[string]*IncomingCall
 	closed  bool
 	now     func() time.Time
 
-	accepted, challenged, authFailed, forbidden, dropped, rateLimited atomic.Uint64
+	accepted, challenged, authFailed, forbidden, dropped, rateLimited, inviteLimited atomic.Uint64
 }
 
 // SetServer makes the UA accept PBX-originated INVITEs from cfg's trunks
@@ -104,8 +130,30 @@ func (u *UA) SetServer(cfg ServerConfig, h IncomingHandler) error {
 	default:
 		return fmt.Errorf("%w: unauthorized %q is not reject or drop", ErrConfig, cfg.Unauthorized)
 	}
-	if cfg.NonceTTL < 0 || cfg.RateLimit < 0 || cfg.RateBurst < 0 {
-		return fmt.Errorf("%w: negative nonce TTL or rate limit", ErrConfig)
+	if cfg.NonceTTL < 0 || cfg.RateLimit < 0 || cfg.RateBurst < 0 || cfg.InviteRate < 0 || cfg.InviteBurst < 0 || cfg.Ban.After < 0 || cfg.Ban.Within < 0 {
+		return fmt.Errorf("%w: negative nonce TTL, rate limit or ban setting", ErrConfig)
+	}
+	if cfg.InviteRate == 0 {
+		cfg.InviteRate = DefaultInviteRate
+	}
+	if cfg.InviteBurst == 0 {
+		cfg.InviteBurst = DefaultInviteBurst
+	}
+	if cfg.Ban.After == 0 {
+		cfg.Ban.After = DefaultBanAfter
+	}
+	if cfg.Ban.Within == 0 {
+		cfg.Ban.Within = DefaultBanWithin
+	}
+	if cfg.Ban.For == 0 {
+		cfg.Ban.For = DefaultBanFor
+	}
+	var known []netip.Prefix // H-SIPSEC: never banned, never judged as scanners
+	for _, p := range cfg.Peers {
+		if !p.IsValid() {
+			return fmt.Errorf("%w: invalid peer prefix %v", ErrConfig, p)
+		}
+		known = append(known, unmapPrefix(p))
 	}
 	if cfg.NonceTTL == 0 {
 		cfg.NonceTTL = DefaultNonceTTL
@@ -132,12 +180,10 @@ func (u *UA) SetServer(cfg ServerConfig, h IncomingHandler) error {
 			if !p.IsValid() {
 				return fmt.Errorf("%w: inbound trunk %q: invalid prefix %v", ErrConfig, t.Name, p)
 			}
-			if p.Addr().Is4In6() && p.Bits() >= 96 { // sources are unmapped
-				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-			}
-			allow = append(allow, p.Masked())
+			allow = append(allow, unmapPrefix(p))
 		}
 		t.Allow = allow
+		known = append(known, allow...)
 		if t.Realm == "" {
 			t.Realm = u.advertise
 		}
@@ -150,7 +196,7 @@ func (u *UA) SetServer(cfg ServerConfig, h IncomingHandler) error {
 	}
 	in := u.inbound
 	if in == nil {
-		in = &inbound{u: u, calls: map[string]*IncomingCall{}, now: time.Now}
+		in = &inbound{u: u, calls: map[string]*IncomingCall{}, now: time.Now, recent: recentSet{max: maxLimiterEntries}}
 		u.inbound = in
 	}
 	in.mu.Lock()
@@ -162,7 +208,22 @@ func (u *UA) SetServer(cfg ServerConfig, h IncomingHandler) error {
 	in.trunks, in.handler = trunks, h
 	in.drop = cfg.Unauthorized == UnauthorizedDrop
 	in.limit = newIPLimiter(cfg.RateLimit, cfg.RateBurst, maxLimiterEntries)
+	in.invites = newIPLimiter(cfg.InviteRate, cfg.InviteBurst, maxLimiterEntries)
+	if in.ban == nil {
+		in.ban = newBanList(u.log, maxLimiterEntries)
+	}
+	in.ban.configure(cfg.Ban, known)
+	u.sec.pol.Store(&secPolicy{ban: in.ban, known: known, now: in.now})
 	return nil
+}
+
+// unmapPrefix: sources are unmapped, so are the prefixes they are matched
+// against.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked()
 }
 
 // ServerStats reports the server's counters (zero without SetServer).
@@ -173,9 +234,14 @@ func (u *UA) ServerStats() ServerStats {
 	if in == nil {
 		return ServerStats{}
 	}
+	in.mu.Lock()
+	ban, now := in.ban, in.now()
+	in.mu.Unlock()
 	return ServerStats{
 		Accepted: in.accepted.Load(), Challenged: in.challenged.Load(), AuthFailed: in.authFailed.Load(),
 		Forbidden: in.forbidden.Load(), Dropped: in.dropped.Load(), RateLimited: in.rateLimited.Load(),
+		InviteLimited: in.inviteLimited.Load(), Scanners: u.sec.scanners.Load(), Strangers: u.sec.strangers.Load(),
+		Banned: ban.bans.Load(), BanDropped: u.sec.banDropped.Load(), BannedNow: uint64(ban.current(now)),
 	}
 }
 
@@ -194,12 +260,14 @@ type snapshot struct {
 	auth    *digestAuth
 	limit   *ipLimiter
 	now     time.Time
+	invites *ipLimiter
+	ban     *banList
 }
 
 func (in *inbound) snapshot() snapshot {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return snapshot{in.trunks, in.drop, in.handler, in.auth, in.limit, in.now()}
+	return snapshot{in.trunks, in.drop, in.handler, in.auth, in.limit, in.now(), in.invites, in.ban}
 }
 
 // transportSource is the address the request came from on the wire:
@@ -237,6 +305,7 @@ func (in *inbound) authenticate(req *sip.Request, tx sip.ServerTransaction, src 
 	// even checked: a password guesser gets RateLimit tries per second.
 	if s.limit.exhausted(ip, s.now) {
 		in.rateLimited.Add(1)
+		s.ban.fail(ip, s.now, "INVITE") // H-SIPSEC
 		return nil
 	}
 	var creds []digestCreds
@@ -275,6 +344,7 @@ func (in *inbound) authenticate(req *sip.Request, tx sip.ServerTransaction, src 
 		used = true
 		switch s.auth.verify(*cred, string(req.Method), req.Recipient, t.Password, ip, s.now) {
 		case authOK:
+			in.recent.add(ip, s.now) // H-SIPSEC: its OPTIONS are a trunk's now
 			return t
 		case authStale:
 			stale = true
@@ -305,6 +375,7 @@ func (in *inbound) authenticate(req *sip.Request, tx sip.ServerTransaction, src 
 // refuse answers a request that failed: 403 Forbidden without a hint, or
 // nothing under Unauthorized=drop, or nothing once ip has no failures left.
 func (in *inbound) refuse(req *sip.Request, tx sip.ServerTransaction, ip netip.Addr, s snapshot, counter *atomic.Uint64) {
+	s.ban.fail(ip, s.now, "INVITE") // H-SIPSEC: repeated failures ban the source
 	if !s.limit.take(ip, s.now) {
 		in.rateLimited.Add(1)
 		return
@@ -354,6 +425,9 @@ func (in *inbound) serveInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	s := in.snapshot()
+	if !in.screen(req, tx, src.Addr(), s) { // H-SIPSEC: scanners and the per-source INVITE rate
+		return
+	}
 	trunk := in.authenticate(req, tx, src, s)
 	if trunk == nil {
 		return

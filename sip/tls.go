@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -91,15 +92,24 @@ func LoadCertPool(file string) (*x509.CertPool, error) {
 // serverTLSConfig is the configuration of tls: listeners (RFC 3261 §26.3.1:
 // the server presents a certificate for its host). Client certificates are
 // not requested: PBXs authenticate to ponte by digest or IP, as over TCP.
+// The certificate comes from GetCertificate, which reloads the files when
+// they change (H-SIPSEC, issue 8: renewal without restart, see certStore).
 func (u *UA) serverTLSConfig() (*tls.Config, error) {
 	if u.cfg.TLSCertFile == "" || u.cfg.TLSKeyFile == "" {
 		return nil, fmt.Errorf("%w: a tls: listener needs TLSCertFile and TLSKeyFile", ErrConfig)
 	}
-	cert, err := tls.LoadX509KeyPair(u.cfg.TLSCertFile, u.cfg.TLSKeyFile)
-	if err != nil {
+	if err := u.sec.certs.open(u.cfg.TLSCertFile, u.cfg.TLSKeyFile, u.log); err != nil {
 		return nil, fmt.Errorf("%w: tls certificate: %v", ErrConfig, err)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: u.sec.certs.get}, nil
+}
+
+// ReloadCertificates re-reads the tls: listeners' certificate and key now
+// (for SIGHUP), whether or not the files look changed. On error the
+// certificate in use stays and the error is returned; without a tls:
+// listener there is nothing to reload and it returns nil.
+func (u *UA) ReloadCertificates() error {
+	return u.sec.certs.reload(true)
 }
 
 // listenTLS binds a tls: listener and serves it; Start calls it with u.mu
@@ -114,7 +124,9 @@ func (u *UA) listenTLS(spec string, ap netip.AddrPort) error {
 		return fmt.Errorf("sip: listen %s: %w", spec, err)
 	}
 	bound := c.Addr().(*net.TCPAddr).AddrPort()
-	ln := tls.NewListener(c, conf)
+	// H-SIPSEC: a banned source is turned away at accept, before the
+	// handshake costs anything.
+	ln := tls.NewListener(&banListener{Listener: c, sec: &u.sec}, conf)
 	u.listeners = append(u.listeners, listener{"tls", unmapAP(bound), ln})
 	u.wg.Add(1)
 	go func() {
@@ -337,3 +349,134 @@ func (l *dialListener) Close() error {
 }
 
 func (l *dialListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
+
+// certCheckEvery is how often a handshake may look at the certificate
+// files' modification times (two stat calls): renewals (certbot, cert-
+// manager) are picked up within this time without any signal.
+const certCheckEvery = 10 * time.Second
+
+// certStore serves the tls: listeners' certificate. It is loaded when the
+// first listener starts; a handshake at least every seconds later checks
+// the files' size and modification time, and reloads them when either
+// changed. A reload that fails (a half-written file, a key that does not
+// match) keeps the certificate in use, logs an error and is retried at the
+// next check, so renewing the two files one after the other is safe.
+type certStore struct {
+	mu                sync.Mutex
+	certFile, keyFile string
+	log               *slog.Logger
+	every             time.Duration // 0: certCheckEvery; tests shorten it
+	cert              *tls.Certificate
+	certStamp         fileStamp
+	keyStamp          fileStamp
+	checked           time.Time
+	failed            fileStamp // the cert file's stamp of the last failed load, logged once
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+func stampOf(file string) (fileStamp, error) {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{fi.ModTime(), fi.Size()}, nil
+}
+
+// open loads the files the first time; later listeners share the store.
+func (c *certStore) open(certFile, keyFile string, log *slog.Logger) error {
+	c.mu.Lock()
+	if c.cert != nil && c.certFile == certFile && c.keyFile == keyFile {
+		c.mu.Unlock()
+		return nil
+	}
+	c.certFile, c.keyFile, c.log = certFile, keyFile, log
+	if c.every == 0 {
+		c.every = certCheckEvery
+	}
+	c.mu.Unlock()
+	return c.reload(true)
+}
+
+// get is tls.Config.GetCertificate.
+func (c *certStore) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c.mu.Lock()
+	due := time.Since(c.checked) >= c.every
+	c.mu.Unlock()
+	if due {
+		_ = c.reload(false) // logged; the old certificate stays
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cert == nil {
+		return nil, fmt.Errorf("%w: no server certificate", ErrTLS)
+	}
+	return c.cert, nil
+}
+
+// reload loads the files when forced or when their stamps changed.
+func (c *certStore) reload(force bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.certFile == "" {
+		return nil
+	}
+	c.checked = time.Now()
+	cs, err1 := stampOf(c.certFile)
+	ks, err2 := stampOf(c.keyFile)
+	if !force && err1 == nil && err2 == nil && cs == c.certStamp && ks == c.keyStamp {
+		return nil
+	}
+	err := errors.Join(err1, err2)
+	var cert tls.Certificate
+	if err == nil {
+		cert, err = tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	}
+	if err != nil {
+		if c.cert != nil && !force && cs == c.failed {
+			return err // this state of the files was reported already
+		}
+		c.failed = cs
+		if c.cert != nil {
+			c.log.Error("sip: tls certificate reload failed; keeping the current one", "cert_file", c.certFile, "err", err)
+		}
+		return err
+	}
+	if cert.Leaf == nil && len(cert.Certificate) > 0 {
+		cert.Leaf, _ = x509.ParseCertificate(cert.Certificate[0])
+	}
+	old := c.cert
+	c.cert, c.certStamp, c.keyStamp, c.failed = &cert, cs, ks, fileStamp{}
+	if old != nil && c.log != nil {
+		attrs := []any{"cert_file", c.certFile}
+		if cert.Leaf != nil {
+			attrs = append(attrs, "serial", cert.Leaf.SerialNumber.String(), "not_after", cert.Leaf.NotAfter)
+		}
+		c.log.Info("sip: tls certificate reloaded", attrs...)
+	}
+	return nil
+}
+
+// banListener closes connections from banned sources as they are accepted.
+type banListener struct {
+	net.Listener
+	sec *security
+}
+
+func (l *banListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		pol := l.sec.pol.Load()
+		if pol == nil || !pol.ban.banned(addrIP(c.RemoteAddr()), pol.now()) {
+			return c, nil
+		}
+		l.sec.banDropped.Add(1)
+		c.Close()
+	}
+}

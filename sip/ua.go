@@ -87,6 +87,7 @@ type UA struct {
 	ctx       context.Context // cancelled by Close; parent of background signalling
 	cancel    context.CancelFunc
 	tlsc      *tlsClient // H-TLS: per-trunk TLS connections (tls.go)
+	sec       security   // H-SIPSEC: bans, scanner filter, TLS certificate reload (ban.go, scanner.go, tls.go)
 	wg        sync.WaitGroup
 }
 
@@ -160,7 +161,8 @@ func NewUA(cfg Config) (*UA, error) {
 			sip.WithTransactionLayerLogger(log),
 			sip.WithTransactionLayerUnhandledResponseHandler(u.unhandledResponse),
 		),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(log)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(log),
+			sip.WithTransportLayerReadFilter(u.sec.readFilter)), // H-SIPSEC: banned sources dropped before parsing (ban.go)
 	)
 	if err != nil {
 		return nil, err
@@ -170,7 +172,9 @@ func NewUA(cfg Config) (*UA, error) {
 		u.ua.Close()
 		return nil, err
 	}
-	u.srv.OnOptions(u.handleOptions)
+	u.srv.OnOptions(u.serveOptions)     // H-SIPSEC: through the scanner gate (scanner.go)
+	u.srv.OnRegister(u.serveNotAllowed) // H-SIPSEC: ponte is no registrar: 405 with Allow, or nothing
+	u.srv.OnNoRoute(u.serveNotAllowed)  // H-SIPSEC: other methods likewise
 	u.srv.OnInvite(u.handleInvite)
 	u.srv.OnAck(u.handleAck)
 	u.srv.OnBye(u.handleBye)

@@ -185,6 +185,27 @@ func serve(args []string) error {
 		_ = s.Shutdown(context.Background())
 		return err
 	}
+	// SIGHUP reloads the SIP TLS certificate now (it is also reloaded within
+	// 10 s of its files changing): renewals need no restart.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	hupCtx, hupStop := context.WithCancel(context.Background())
+	defer hupStop()
+	go func() {
+		for {
+			select {
+			case <-hup:
+				if err := s.UA.ReloadCertificates(); err != nil {
+					log.Error("tls certificate reload failed; the old one stays", "err", err)
+				} else {
+					log.Info("tls certificate reloaded")
+				}
+			case <-hupCtx.Done():
+				return
+			}
+		}
+	}()
 	sig := <-sigs
 	return stopServer(s, log, sig, sigs, cfg.Drain.Timeout.D())
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	sipmsg "github.com/emiago/sipgo/sip"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -87,7 +88,36 @@ func (s *Server) startSIPServer() error {
 	return s.UA.SetServer(sip.ServerConfig{
 		Trunks: trunks, Unauthorized: sc.Unauthorized, NonceTTL: sc.NonceTTL.D(),
 		RateLimit: sc.RateLimit, RateBurst: sc.RateBurst,
+		InviteRate: sc.InviteRate, InviteBurst: sc.InviteBurst,
+		Ban:   sip.BanConfig{After: sc.Ban.After, Within: sc.Ban.Within.D(), For: sc.Ban.Period()},
+		Peers: trunkPeers(s.cfg, s.log),
 	}, s.placeCall)
+}
+
+// trunkPeers resolves every trunk's address: their OPTIONS are answered and
+// they are never banned (a PBX ponte only dials still qualifies ponte, and
+// banning it would also drop the BYEs of its live calls). Resolved once, at
+// start, like the inbound allow-lists.
+func trunkPeers(cfg *config.Config, log *slog.Logger) []netip.Prefix {
+	var out []netip.Prefix
+	for _, t := range cfg.SIP.Trunks {
+		host, _, err := net.SplitHostPort(t.Address)
+		if err != nil {
+			host = t.Address
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		cancel()
+		if err != nil {
+			log.Warn("trunk address not resolved: its OPTIONS count as a stranger's", "trunk", t.Name, "err", err)
+			continue
+		}
+		for _, a := range addrs {
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
 }
 
 // placeCall takes an authenticated INVITE: drain and admission first (503
