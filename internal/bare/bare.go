@@ -26,6 +26,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ponte-gw/ponte/internal/procstat"
 )
 
 // ErrOptions wraps invalid options.
@@ -109,7 +111,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep := &Report{
 		Calls: o.Calls, Hold: o.Hold.String(), Codec: o.Codec, Transcoding: o.Codec != "opus",
-		CPUs: runtime.NumCPU(), ClockTick: clockTick(ctx), GatewayCPUs: o.GatewayCPUs, LoadgenCPUs: o.LoadgenCPUs,
+		CPUs: runtime.NumCPU(), ClockTick: procstat.ClockTick(ctx), GatewayCPUs: o.GatewayCPUs, LoadgenCPUs: o.LoadgenCPUs,
 	}
 	if o.LoadgenCPUs != "" {
 		if err := pinSelf(ctx, o.LoadgenCPUs); err != nil {

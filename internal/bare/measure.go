@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/ponte-gw/ponte/sim/audio"
+
+	"github.com/ponte-gw/ponte/internal/procstat"
 )
 
 // Audio pass criteria, as in ponte load: the expected tone in >= 98 % of the 20 ms windows
@@ -40,18 +42,18 @@ func runChild(ctx context.Context, o Options, m *media, tick int) (run *ChildRun
 	if m.pbxCodec == "opus" {
 		run.Mode = "passthrough"
 	}
-	if run.ChildRSSIdleKiB, err = statusKiB(pid, "VmRSS"); err != nil {
+	if run.ChildRSSIdleKiB, err = procstat.StatusKiB(pid, "VmRSS"); err != nil {
 		return nil, fmt.Errorf("bare: child RSS: %w", err)
 	}
 	rss := startRSSSampler(pid, run.ChildRSSIdleKiB)
 	defer rss.stop()
 
-	ticksA, errA := cpuTicks(pid)
+	ticksA, errA := procstat.CPUTicks(pid)
 	tA := time.Now()
 	var errs []string
 	calls, errs, run.CallsFailed = setupCalls(ctx, o, cp, m)
 	run.CallsOK, run.Errors = len(calls), errs
-	ticksB, errB := cpuTicks(pid)
+	ticksB, errB := procstat.CPUTicks(pid)
 	run.SetupSeconds = time.Since(tA).Seconds()
 	if len(calls) == 0 {
 		return run, nil
@@ -61,17 +63,17 @@ func runChild(ctx context.Context, o Options, m *media, tick int) (run *ChildRun
 	}
 
 	s0 := cp.childStats(ctx)
-	run.HostLoadAvg[0] = loadAvg1()
-	hostBusy0, steal0, herr0 := hostCPU()
-	ticks0, err0 := cpuTicks(pid)
-	self0, t0 := selfCPU(), time.Now()
+	run.HostLoadAvg[0] = procstat.LoadAvg1()
+	hostBusy0, steal0, herr0 := procstat.HostCPU()
+	ticks0, err0 := procstat.CPUTicks(pid)
+	self0, t0 := procstat.SelfCPU(), time.Now()
 	if !sleepCtx(ctx, o.Hold) {
 		return nil, ctx.Err()
 	}
-	ticks1, err1 := cpuTicks(pid)
-	self1, t1 := selfCPU(), time.Now()
-	hostBusy1, steal1, herr1 := hostCPU()
-	run.HostLoadAvg[1] = loadAvg1()
+	ticks1, err1 := procstat.CPUTicks(pid)
+	self1, t1 := procstat.SelfCPU(), time.Now()
+	hostBusy1, steal1, herr1 := procstat.HostCPU()
+	run.HostLoadAvg[1] = procstat.LoadAvg1()
 	s1 := cp.childStats(ctx)
 	if s0 != nil && s1 != nil {
 		if pk := (s1.ToPBXIn + s1.ToWAIn) - (s0.ToPBXIn + s0.ToWAIn); pk > 0 {
@@ -88,7 +90,7 @@ func runChild(ctx context.Context, o Options, m *media, tick int) (run *ChildRun
 	sleepCtx(ctx, drainTime)
 	run.Child = cp.childStats(ctx)
 	run.ChildRSSPeakKiB = rss.stop()
-	run.ChildHWMKiB, _ = statusKiB(pid, "VmHWM")
+	run.ChildHWMKiB, _ = procstat.StatusKiB(pid, "VmHWM")
 
 	ts := float64(tick)
 	run.SetupCPUSeconds = float64(ticksB-ticksA) / ts

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ponte-gw/ponte/internal/procstat"
 )
 
 // Errors of the child process.
@@ -294,7 +296,7 @@ func startRSSSampler(pid int, initial int64) *rssSampler {
 		t := time.NewTicker(rssEvery)
 		defer t.Stop()
 		for {
-			if v, err := statusKiB(pid, "VmRSS"); err == nil && v > s.peak {
+			if v, err := procstat.StatusKiB(pid, "VmRSS"); err == nil && v > s.peak {
 				s.peak = v
 			}
 			select {

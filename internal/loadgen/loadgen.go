@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/pion/rtp"
@@ -25,6 +24,8 @@ import (
 	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sim/scenario"
 	"github.com/ponte-gw/ponte/sim/wasim"
+
+	"github.com/ponte-gw/ponte/internal/procstat"
 )
 
 // ErrOptions wraps invalid options.
@@ -230,14 +231,14 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep = &Report{
 		Codec: o.Codec, Transcoding: o.Codec != "opus", Calls: o.Calls, Concurrency: o.Concurrency,
 		Rate: o.Rate, Hold: o.Hold.String(), Settle: o.Settle.String(), CPUs: runtime.NumCPU(),
-		ClockTick: clockTick(ctx), Media: !o.NoMedia, DelayModel: model, Ring: max(0, o.Ring).String(),
+		ClockTick: procstat.ClockTick(ctx), Media: !o.NoMedia, DelayModel: model, Ring: max(0, o.Ring).String(),
 		GatewayCPUList: allowedCPUs(strconv.Itoa(ch.pid())), LoadgenCPUList: allowedCPUs("self"),
 	}
 	if o.Duration > 0 {
 		rep.DurationLimit = o.Duration.String()
 	}
 	pid := ch.pid()
-	if rep.GatewayRSSIdleKiB, err = statusKiB(pid, "VmRSS"); err != nil {
+	if rep.GatewayRSSIdleKiB, err = procstat.StatusKiB(pid, "VmRSS"); err != nil {
 		return nil, fmt.Errorf("loadgen: gateway RSS: %w", err)
 	}
 	if m, err := scrape(ctx, admin); err == nil {
@@ -253,17 +254,17 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	dispWG.Add(1)
 	go func() { defer dispWG.Done(); r.match.dispatch(dispCtx, pbxSim) }()
 
-	rep.HostLoadAvg[0] = loadAvg1()
-	hostBusy0, steal0, herr := hostCPU()
-	ticks0, cerr := cpuTicks(pid)
-	self0 := selfCPU()
+	rep.HostLoadAvg[0] = procstat.LoadAvg1()
+	hostBusy0, steal0, herr := procstat.HostCPU()
+	ticks0, cerr := procstat.CPUTicks(pid)
+	self0 := procstat.SelfCPU()
 	t0 := time.Now()
 	rep.Results = r.placeCalls(ctx)
-	ticks1, cerr1 := cpuTicks(pid)
-	self1 := selfCPU()
+	ticks1, cerr1 := procstat.CPUTicks(pid)
+	self1 := procstat.SelfCPU()
 	t1 := time.Now()
-	hostBusy1, steal1, herr1 := hostCPU()
-	rep.HostLoadAvg[1] = loadAvg1()
+	hostBusy1, steal1, herr1 := procstat.HostCPU()
+	rep.HostLoadAvg[1] = procstat.LoadAvg1()
 
 	stopDispatch()
 	dispWG.Wait()
@@ -272,7 +273,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep.Calls = len(rep.Results)
 	rep.PeakConcurrent = int(r.peak.Load())
 	legs := gatewayLegs(ctx, admin)
-	rep.GatewayHWMKiB, _ = statusKiB(pid, "VmHWM")
+	rep.GatewayHWMKiB, _ = procstat.StatusKiB(pid, "VmHWM")
 	if err := errors.Join(cerr, cerr1); err != nil {
 		keepDir = true
 		return nil, fmt.Errorf("loadgen: gateway CPU: %w (log: %s)", err, logPath)
@@ -368,33 +369,6 @@ func (r *runner) fillFromSimulator(rep *Report) {
 	}
 }
 
-// loadAvg1 is the host's 1-minute load average (/proc/loadavg), -1 if unreadable: other work
-// on the machine takes CPU from both processes and shows up as audio gaps.
-func loadAvg1() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return -1
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return -1
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return -1
-	}
-	return v
-}
-
-// selfCPU is the load generator's own user+system CPU time.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // rssSampler keeps the highest VmRSS of the child, read every rssEvery.
 type rssSampler struct {
 	cancel context.CancelFunc
@@ -410,7 +384,7 @@ func startRSSSampler(pid int, initial int64) *rssSampler {
 		t := time.NewTicker(rssEvery)
 		defer t.Stop()
 		for {
-			if v, err := statusKiB(pid, "VmRSS"); err == nil && v > s.peak {
+			if v, err := procstat.StatusKiB(pid, "VmRSS"); err == nil && v > s.peak {
 				s.peak = v
 			}
 			select {

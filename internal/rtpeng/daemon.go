@@ -16,9 +16,8 @@ import (
 
 // Errors of the rtpengine child.
 var (
-	ErrExited     = errors.New("rtpeng: rtpengine exited")
-	ErrNotReady   = errors.New("rtpeng: rtpengine never answered ping")
-	ErrProcFormat = errors.New("rtpeng: unexpected /proc format")
+	ErrExited   = errors.New("rtpeng: rtpengine exited")
+	ErrNotReady = errors.New("rtpeng: rtpengine never answered ping")
 )
 
 // daemon is rtpengine running as a child process in the foreground, userspace only.
@@ -149,127 +148,6 @@ func version(ctx context.Context, bin string) string {
 	s := strings.TrimSpace(string(out))
 	s = strings.TrimPrefix(s, "Version: ")
 	return s
-}
-
-// cpuTicks returns utime+stime of pid in clock ticks. rtpengine's worker threads are all in
-// the process's own /proc/<pid>/stat (proc(5): the process line sums its threads).
-func cpuTicks(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	u, s, err := parseStatCPU(b)
-	return u + s, err
-}
-
-// parseStatCPU extracts utime (field 14) and stime (field 15) of a /proc/<pid>/stat line,
-// counting from the last ')' since comm (field 2) may contain spaces and parentheses.
-func parseStatCPU(b []byte) (utime, stime uint64, err error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("%w: stat has no ')'", ErrProcFormat)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, 0, fmt.Errorf("%w: stat has %d fields after comm, want >= 13", ErrProcFormat, len(f))
-	}
-	if utime, err = strconv.ParseUint(f[11], 10, 64); err != nil {
-		return 0, 0, fmt.Errorf("%w: utime %q", ErrProcFormat, f[11])
-	}
-	if stime, err = strconv.ParseUint(f[12], 10, 64); err != nil {
-		return 0, 0, fmt.Errorf("%w: stime %q", ErrProcFormat, f[12])
-	}
-	return utime, stime, nil
-}
-
-// statusKiB reads one "Name:  1234 kB" line of /proc/<pid>/status (VmRSS, VmHWM).
-func statusKiB(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	return parseStatusKiB(b, field)
-}
-
-func parseStatusKiB(b []byte, field string) (int64, error) {
-	for _, line := range strings.Split(string(b), "\n") {
-		name, rest, ok := strings.Cut(line, ":")
-		if !ok || name != field {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("%w: %s: %q", ErrProcFormat, field, strings.TrimSpace(rest))
-		}
-		v, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil || v < 0 {
-			return 0, fmt.Errorf("%w: %s: %q", ErrProcFormat, field, f[0])
-		}
-		return v, nil
-	}
-	return 0, fmt.Errorf("%w: no %s line", ErrProcFormat, field)
-}
-
-// hostCPU reads the aggregate "cpu" line of /proc/stat: busy ticks (user, nice, system, irq,
-// softirq) and steal ticks over all CPUs since boot.
-func hostCPU() (busy, steal uint64, err error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0, 0, fmt.Errorf("%w: /proc/stat starts with %q", ErrProcFormat, line)
-	}
-	var v [8]uint64
-	for i := range v {
-		if v[i], err = strconv.ParseUint(f[i+1], 10, 64); err != nil {
-			return 0, 0, fmt.Errorf("%w: /proc/stat column %d %q", ErrProcFormat, i+1, f[i+1])
-		}
-	}
-	return v[0] + v[1] + v[2] + v[5] + v[6], v[7], nil
-}
-
-// clockTick is sysconf(_SC_CLK_TCK) from `getconf CLK_TCK`, 100 if getconf is missing.
-func clockTick(ctx context.Context) int {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "getconf", "CLK_TCK").Output()
-	if err != nil {
-		return 100
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil || n <= 0 {
-		return 100
-	}
-	return n
-}
-
-// loadAvg1 is the host's 1-minute load average, -1 if unreadable.
-func loadAvg1() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return -1
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return -1
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return -1
-	}
-	return v
-}
-
-// selfCPU is this process's user+system CPU time.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // processGone reports whether pid no longer exists (kill(pid, 0) fails with ESRCH).

@@ -16,6 +16,8 @@ import (
 	"github.com/ponte-gw/ponte/sim/scenario"
 	"github.com/ponte-gw/ponte/transcode"
 	"github.com/ponte-gw/ponte/webrtc"
+
+	"github.com/ponte-gw/ponte/internal/procstat"
 )
 
 // ErrOptions wraps invalid options.
@@ -154,9 +156,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep = &Report{
 		Gateway: "rtpengine", GatewayVersion: version(ctx, bin), Codec: o.Codec, Transcoding: o.Codec != transcode.CodecOpus,
 		Calls: o.Calls, Concurrency: o.Concurrency, Rate: o.Rate, Hold: o.Hold.String(), Settle: o.Settle.String(),
-		CPUs: runtime.NumCPU(), ClockTick: clockTick(ctx), GatewayPID: pid,
+		CPUs: runtime.NumCPU(), ClockTick: procstat.ClockTick(ctx), GatewayPID: pid,
 	}
-	if rep.GatewayRSSIdleKiB, err = statusKiB(pid, "VmRSS"); err != nil {
+	if rep.GatewayRSSIdleKiB, err = procstat.StatusKiB(pid, "VmRSS"); err != nil {
 		return nil, fmt.Errorf("rtpeng: rtpengine RSS: %w", err)
 	}
 	rss := startRSSSampler(pid, rep.GatewayRSSIdleKiB)
@@ -165,19 +167,19 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		opusLoop: opusLoop, plainLoop: plainLoop, log: webrtc.NewPionLoggerFactory(o.Logger),
 	}
 
-	rep.HostLoadAvg[0] = loadAvg1()
-	hostBusy0, steal0, herr := hostCPU()
-	ticks0, cerr := cpuTicks(pid)
-	self0 := selfCPU()
+	rep.HostLoadAvg[0] = procstat.LoadAvg1()
+	hostBusy0, steal0, herr := procstat.HostCPU()
+	ticks0, cerr := procstat.CPUTicks(pid)
+	self0 := procstat.SelfCPU()
 	t0 := time.Now()
 	rep.Results = placeCalls(ctx, env)
-	ticks1, cerr1 := cpuTicks(pid)
-	self1 := selfCPU()
+	ticks1, cerr1 := procstat.CPUTicks(pid)
+	self1 := procstat.SelfCPU()
 	t1 := time.Now()
-	hostBusy1, steal1, herr1 := hostCPU()
-	rep.HostLoadAvg[1] = loadAvg1()
+	hostBusy1, steal1, herr1 := procstat.HostCPU()
+	rep.HostLoadAvg[1] = procstat.LoadAvg1()
 	rep.GatewayRSSPeakKiB = rss.stop()
-	rep.GatewayHWMKiB, _ = statusKiB(pid, "VmHWM")
+	rep.GatewayHWMKiB, _ = procstat.StatusKiB(pid, "VmHWM")
 	if err := errors.Join(cerr, cerr1); err != nil {
 		keepDir = true
 		return nil, fmt.Errorf("rtpeng: rtpengine CPU: %w (log: %s)", err, d.logPath)
@@ -264,7 +266,7 @@ func startRSSSampler(pid int, initial int64) *rssSampler {
 		t := time.NewTicker(rssEvery)
 		defer t.Stop()
 		for {
-			if v, err := statusKiB(pid, "VmRSS"); err == nil && v > s.peak {
+			if v, err := procstat.StatusKiB(pid, "VmRSS"); err == nil && v > s.peak {
 				s.peak = v
 			}
 			select {

@@ -1,4 +1,4 @@
-package loadgen
+package procstat
 
 import (
 	"errors"
@@ -26,10 +26,10 @@ func TestParseStatCPU(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			u, s, err := parseStatCPU([]byte(c.line))
+			u, s, err := ParseStatCPU([]byte(c.line))
 			if c.wantErr {
-				if !errors.Is(err, ErrProcFormat) {
-					t.Fatalf("err = %v, want ErrProcFormat", err)
+				if !errors.Is(err, ErrFormat) {
+					t.Fatalf("err = %v, want ErrFormat", err)
 				}
 				return
 			}
@@ -57,10 +57,10 @@ func TestParseStatusKiB(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.field, func(t *testing.T) {
-			got, err := parseStatusKiB([]byte(status), c.field)
+			got, err := ParseStatusKiB([]byte(status), c.field)
 			if c.wantErr {
-				if !errors.Is(err, ErrProcFormat) {
-					t.Fatalf("err = %v, want ErrProcFormat", err)
+				if !errors.Is(err, ErrFormat) {
+					t.Fatalf("err = %v, want ErrFormat", err)
 				}
 				return
 			}
@@ -88,10 +88,10 @@ func TestParseHostCPU(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			busy, steal, err := parseHostCPU([]byte(c.in))
+			busy, steal, err := ParseHostCPU([]byte(c.in))
 			if c.wantErr {
-				if !errors.Is(err, ErrProcFormat) {
-					t.Fatalf("err = %v, want ErrProcFormat", err)
+				if !errors.Is(err, ErrFormat) {
+					t.Fatalf("err = %v, want ErrFormat", err)
 				}
 				return
 			}
@@ -105,21 +105,21 @@ func TestParseHostCPU(t *testing.T) {
 // The readers work on this very process: its RSS is not zero and its VmHWM is at least its RSS.
 func TestProcSelf(t *testing.T) {
 	pid := os.Getpid()
-	if _, err := cpuTicks(pid); err != nil {
+	if _, err := CPUTicks(pid); err != nil {
 		t.Fatal(err)
 	}
-	rss, err := statusKiB(pid, "VmRSS")
+	rss, err := StatusKiB(pid, "VmRSS")
 	if err != nil || rss <= 0 {
 		t.Fatalf("VmRSS = %d, %v", rss, err)
 	}
-	hwm, err := statusKiB(pid, "VmHWM")
+	hwm, err := StatusKiB(pid, "VmHWM")
 	if err != nil || hwm < rss {
 		t.Fatalf("VmHWM = %d (VmRSS %d), %v", hwm, rss, err)
 	}
-	if busy, _, err := hostCPU(); err != nil || busy == 0 {
+	if busy, _, err := HostCPU(); err != nil || busy == 0 {
 		t.Fatalf("host busy %d ticks, %v", busy, err)
 	}
-	if _, err := cpuTicks(1 << 30); err == nil {
+	if _, err := CPUTicks(1 << 30); err == nil {
 		t.Fatal("no error for a pid that does not exist")
 	}
 }
@@ -128,7 +128,7 @@ func FuzzParseStatCPU(f *testing.F) {
 	f.Add([]byte("4242 (ponte) S 1 1 1 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0"))
 	f.Add([]byte("1 ((() S"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		u, s, err := parseStatCPU(b)
+		u, s, err := ParseStatCPU(b)
 		if err != nil && (u != 0 || s != 0) {
 			t.Fatalf("values %d, %d with error %v", u, s, err)
 		}
@@ -139,7 +139,7 @@ func FuzzParseStatusKiB(f *testing.F) {
 	f.Add([]byte("VmRSS:\t 40960 kB\n"), "VmRSS")
 	f.Add([]byte("VmRSS: -1 kB"), "VmRSS")
 	f.Fuzz(func(t *testing.T, b []byte, field string) {
-		v, err := parseStatusKiB(b, field)
+		v, err := ParseStatusKiB(b, field)
 		if err == nil && (v < 0 || !strings.Contains(string(b), field+":")) {
 			t.Fatalf("accepted %d for %q in %q", v, field, b)
 		}
@@ -149,7 +149,7 @@ func FuzzParseStatusKiB(f *testing.F) {
 func FuzzParseHostCPU(f *testing.F) {
 	f.Add([]byte("cpu  100 2 30 500 7 1 4 5 9 0\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		busy, steal, err := parseHostCPU(b)
+		busy, steal, err := ParseHostCPU(b)
 		if err != nil && (busy != 0 || steal != 0) {
 			t.Fatalf("values %d, %d with error %v", busy, steal, err)
 		}
