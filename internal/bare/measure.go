@@ -45,8 +45,8 @@ func runChild(ctx context.Context, o Options, m *media, tick int) (run *ChildRun
 	if run.ChildRSSIdleKiB, err = procstat.StatusKiB(pid, "VmRSS"); err != nil {
 		return nil, fmt.Errorf("bare: child RSS: %w", err)
 	}
-	rss := startRSSSampler(pid, run.ChildRSSIdleKiB)
-	defer rss.stop()
+	rss := procstat.StartRSSSampler(pid, rssEvery, run.ChildRSSIdleKiB)
+	defer rss.Stop()
 
 	ticksA, errA := procstat.CPUTicks(pid)
 	tA := time.Now()
@@ -89,7 +89,7 @@ func runChild(ctx context.Context, o Options, m *media, tick int) (run *ChildRun
 	}
 	sleepCtx(ctx, drainTime)
 	run.Child = cp.childStats(ctx)
-	run.ChildRSSPeakKiB = rss.stop()
+	run.ChildRSSPeakKiB = rss.Stop()
 	run.ChildHWMKiB, _ = procstat.StatusKiB(pid, "VmHWM")
 
 	ts := float64(tick)

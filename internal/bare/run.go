@@ -11,8 +11,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/ponte-gw/ponte/internal/procstat"
 )
 
 // Errors of the child process.
@@ -279,38 +277,4 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// rssSampler keeps the highest VmRSS of a process, read every rssEvery.
-type rssSampler struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	peak   int64
-}
-
-func startRSSSampler(pid int, initial int64) *rssSampler {
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &rssSampler{cancel: cancel, done: make(chan struct{}), peak: initial}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(rssEvery)
-		defer t.Stop()
-		for {
-			if v, err := procstat.StatusKiB(pid, "VmRSS"); err == nil && v > s.peak {
-				s.peak = v
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-func (s *rssSampler) stop() int64 {
-	s.cancel()
-	<-s.done
-	return s.peak
 }

@@ -245,7 +245,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		g, _ := m.sum("go_goroutines")
 		rep.GoroutinesIdle = int(g)
 	}
-	rss := startRSSSampler(pid, rep.GatewayRSSIdleKiB)
+	rss := procstat.StartRSSSampler(pid, rssEvery, rep.GatewayRSSIdleKiB)
 	gors := startGoSampler(admin, &r.active)
 
 	r.meta, r.pbx = meta, pbxSim
@@ -268,7 +268,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 	stopDispatch()
 	dispWG.Wait()
-	rep.GatewayRSSPeakKiB = rss.stop()
+	rep.GatewayRSSPeakKiB = rss.Stop()
 	rep.GoroutineCalls, rep.GoroutinesAtPeak = gors.stop()
 	rep.Calls = len(rep.Results)
 	rep.PeakConcurrent = int(r.peak.Load())
@@ -367,39 +367,4 @@ func (r *runner) fillFromSimulator(rep *Report) {
 	if rep.MediaSeconds > 0 {
 		rep.CPUPerCallSecond = rep.GatewayCPUSeconds / rep.MediaSeconds
 	}
-}
-
-// rssSampler keeps the highest VmRSS of the child, read every rssEvery.
-type rssSampler struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	peak   int64
-}
-
-func startRSSSampler(pid int, initial int64) *rssSampler {
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &rssSampler{cancel: cancel, done: make(chan struct{}), peak: initial}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(rssEvery)
-		defer t.Stop()
-		for {
-			if v, err := procstat.StatusKiB(pid, "VmRSS"); err == nil && v > s.peak {
-				s.peak = v
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-// stop ends sampling and returns the peak in KiB.
-func (s *rssSampler) stop() int64 {
-	s.cancel()
-	<-s.done
-	return s.peak
 }

@@ -153,3 +153,40 @@ func SelfCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// RSSSampler keeps the highest VmRSS of a process, read at a fixed period on a goroutine it
+// owns until Stop.
+type RSSSampler struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	peak   int64
+}
+
+// StartRSSSampler samples pid's VmRSS every period, starting from initial KiB.
+func StartRSSSampler(pid int, every time.Duration, initial int64) *RSSSampler {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &RSSSampler{cancel: cancel, done: make(chan struct{}), peak: initial}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			if v, err := StatusKiB(pid, "VmRSS"); err == nil && v > s.peak {
+				s.peak = v
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// Stop ends sampling and returns the peak in KiB.
+func (s *RSSSampler) Stop() int64 {
+	s.cancel()
+	<-s.done
+	return s.peak
+}

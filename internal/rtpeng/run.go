@@ -161,7 +161,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if rep.GatewayRSSIdleKiB, err = procstat.StatusKiB(pid, "VmRSS"); err != nil {
 		return nil, fmt.Errorf("rtpeng: rtpengine RSS: %w", err)
 	}
-	rss := startRSSSampler(pid, rep.GatewayRSSIdleKiB)
+	rss := procstat.StartRSSSampler(pid, rssEvery, rep.GatewayRSSIdleKiB)
 	env := &callEnv{
 		o: &o, ng: ng, runID: fmt.Sprintf("ponte-load-%d-%d", os.Getpid(), time.Now().UnixNano()),
 		opusLoop: opusLoop, plainLoop: plainLoop, log: webrtc.NewPionLoggerFactory(o.Logger),
@@ -178,7 +178,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	t1 := time.Now()
 	hostBusy1, steal1, herr1 := procstat.HostCPU()
 	rep.HostLoadAvg[1] = procstat.LoadAvg1()
-	rep.GatewayRSSPeakKiB = rss.stop()
+	rep.GatewayRSSPeakKiB = rss.Stop()
 	rep.GatewayHWMKiB, _ = procstat.StatusKiB(pid, "VmHWM")
 	if err := errors.Join(cerr, cerr1); err != nil {
 		keepDir = true
@@ -249,38 +249,4 @@ schedule:
 	}
 	wg.Wait()
 	return res
-}
-
-// rssSampler keeps the highest VmRSS of a process, read every rssEvery.
-type rssSampler struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	peak   int64
-}
-
-func startRSSSampler(pid int, initial int64) *rssSampler {
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &rssSampler{cancel: cancel, done: make(chan struct{}), peak: initial}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(rssEvery)
-		defer t.Stop()
-		for {
-			if v, err := procstat.StatusKiB(pid, "VmRSS"); err == nil && v > s.peak {
-				s.peak = v
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-func (s *rssSampler) stop() int64 {
-	s.cancel()
-	<-s.done
-	return s.peak
 }
