@@ -54,7 +54,7 @@ var (
 	graphOutcomes = []string{"ok", "error", "timeout", "network"}
 	sipMethods    = []string{"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY", "PRACK"}
 	// rejectReasons are whatsapp.WebhookStats.Rejected's keys.
-	rejectReasons = []string{"signature", "stale", "duplicate", "tombstone", "malformed", "too_large",
+	rejectReasons = []string{"signature", "stale", "replay", "duplicate", "tombstone", "malformed", "too_large",
 		"read", "method", "verify", "no_call_id", "closed"}
 	// webhookFields and webhookEvents are Meta's (reference §2, §8 item 4).
 	webhookFields = []string{"calls", "messages", "account_update", "account_settings_update"}

@@ -20,10 +20,13 @@ import (
 type WebhookConfig struct {
 	VerifyToken, AppSecret string
 	MaxBodyBytes           int64         // default 1 MiB; larger -> 413
-	StaleAfter             time.Duration // default 60s: a *connect* older than this (by payload timestamp) is ignored; terminate/status are acted on whatever their age
-	DedupeTTL              time.Duration // default 10 min
-	TombstoneTTL           time.Duration // default 10 min
-	InsecureSkipSignature  bool          // dev only; logged loudly at startup and on every request (warn)
+	StaleAfter             time.Duration // default 60s: a *connect* older than this (by payload timestamp) is ignored
+	// DedupeTTL also bounds replays: a call status older than it (by payload timestamp) can no
+	// longer be told from a replay of the same body, so it is ignored ("replay"). Terminates are
+	// acted on whatever their age (ending a call Meta says ended is always safe).
+	DedupeTTL             time.Duration // default 10 min
+	TombstoneTTL          time.Duration // default 10 min
+	InsecureSkipSignature bool          // dev only; logged loudly at startup and on every request (warn)
 	// DeliverUnknown also hands EventUnknown events (call_created, recordings, account_update,
 	// message statuses, ...) to the sink. By default they are only counted.
 	DeliverUnknown bool
@@ -38,7 +41,7 @@ type Sink func(ctx context.Context, ev CallEvent)
 // WebhookStats are counters since NewWebhook.
 type WebhookStats struct {
 	Received map[string]uint64 // key "field/event", every parsed event including unknown ones
-	// Rejected keys: "signature", "stale", "duplicate", "tombstone", "malformed", "too_large",
+	// Rejected keys: "signature", "stale", "replay", "duplicate", "tombstone", "malformed", "too_large",
 	// "read", "method", "verify", "no_call_id", "closed" (request refused or queued events
 	// dropped by Close).
 	Rejected map[string]uint64
@@ -281,6 +284,16 @@ func (w *Webhook) admitLocked(ev *CallEvent, now time.Time) {
 		if !ev.Timestamp.IsZero() && now.Sub(ev.Timestamp) > w.cfg.StaleAfter {
 			w.rejected["stale"]++
 			w.log.Info("whatsapp: stale connect ignored", "wacid", ev.CallID, "age", now.Sub(ev.Timestamp).Round(time.Second))
+			return
+		}
+	case EventStatus:
+		// A signed body stays valid forever (the HMAC covers no time), so a replay after the
+		// dedupe entry expired would pass. Past DedupeTTL the call a status describes has
+		// long been decided (no call rings for 10 minutes), so an old status is dropped as a
+		// replay rather than acted on (issue 8: replays ignored by timestamp window + dedupe).
+		if !ev.Timestamp.IsZero() && now.Sub(ev.Timestamp) > w.cfg.DedupeTTL {
+			w.rejected["replay"]++
+			w.log.Info("whatsapp: call status older than the replay window ignored", "wacid", ev.CallID, "status", ev.Status, "age", now.Sub(ev.Timestamp).Round(time.Second))
 			return
 		}
 	case EventTerminate:

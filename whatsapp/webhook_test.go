@@ -414,13 +414,55 @@ func TestWebhookDedupeExpires(t *testing.T) {
 	h.mustPost(statusBody("wacid.x", "RINGING", testNow))
 	rec.waitFor(t, 1)
 	h.advance(61 * time.Second)
-	h.mustPost(statusBody("wacid.x", "RINGING", testNow))
+	// Meta's own redelivery carries the original timestamp; a fresh one keeps this test about
+	// the dedupe entry's expiry and not the replay window (TestWebhookReplaySameBody).
+	h.mustPost(statusBody("wacid.x", "RINGING", *h.clock.Load()))
 	rec.waitFor(t, 2)
 	h.w.mu.Lock()
 	entries := len(h.w.seen)
 	h.w.mu.Unlock()
 	if entries != 1 {
 		t.Errorf("dedupe map holds %d entries after expiry sweep, want 1", entries)
+	}
+}
+
+// TestWebhookReplaySameBody: an attacker who captured signed bodies posts the
+// very same bytes later (the signature still verifies: it covers no time).
+// Inside the dedupe window the dedupe drops them; past it, the payload
+// timestamp does: the connect is stale, the status a replay. Only the
+// terminate is handed on, and its call is long gone (tombstone), so nothing
+// is started and no Graph request is made for it.
+func TestWebhookReplaySameBody(t *testing.T) {
+	leakCheck(t)
+	rec := newRecorder()
+	h := newHarness(t, WebhookConfig{}, rec.sink) // the defaults: 60 s staleness, 10 min dedupe
+	bodies := []string{
+		connectBody("wacid.r", testNow),
+		statusBody("wacid.r", "ACCEPTED", testNow),
+		terminateBody("wacid.r", "COMPLETED", testNow),
+	}
+	for _, b := range bodies {
+		h.mustPost(b)
+	}
+	rec.waitFor(t, 3)
+	h.advance(30 * time.Second) // replayed soon: the dedupe window
+	for _, b := range bodies {
+		h.mustPost(b)
+	}
+	h.advance(11 * time.Minute) // replayed late: the timestamp window
+	for _, b := range bodies {
+		h.mustPost(b)
+	}
+	h.mustPost(statusBody("wacid.barrier", "RINGING", *h.clock.Load()))
+	rec.waitFor(t, 5)
+	h.w.Close()
+	if got, want := fmt.Sprint(summary(rec.events())),
+		"[wacid.r:connect: wacid.r:status:ACCEPTED wacid.r:terminate:COMPLETED wacid.r:terminate:COMPLETED wacid.barrier:status:RINGING]"; got != want {
+		t.Errorf("delivered %s, want %s", got, want)
+	}
+	st := h.w.Stats()
+	if st.Rejected["duplicate"] != 3 || st.Rejected["stale"] != 1 || st.Rejected["replay"] != 1 {
+		t.Errorf("rejected %v, want 3 duplicates, 1 stale connect and 1 replayed status", st.Rejected)
 	}
 }
 
@@ -445,7 +487,7 @@ func TestWebhookTombstones(t *testing.T) {
 	rec.waitFor(t, 4)
 	h.advance(2 * time.Minute)
 	h.mustPost(connectBody("wacid.norm", testNow))
-	h.mustPost(statusBody("wacid.norm", "X", testNow))
+	h.mustPost(statusBody("wacid.norm", "X", *h.clock.Load())) // fresh: older than DedupeTTL is a replay
 	evs = rec.waitFor(t, 5)
 	if got := summary(evs[2:]); fmt.Sprint(got) != "[wacid.norm:connect: wacid.norm:terminate:COMPLETED wacid.norm:status:X]" {
 		t.Errorf("delivered %v", got)
@@ -456,8 +498,8 @@ func TestWebhookTombstones(t *testing.T) {
 
 	// Only terminate tombstones: on BIC a RINGING status may precede the connect carrying
 	// Meta's SDP answer (ref §2.3 UNCONFIRMED ordering), which must still be delivered.
-	h.mustPost(statusBody("wacid.bic", "RINGING", testNow))
-	h.mustPost(connectBody("wacid.bic", testNow))
+	h.mustPost(statusBody("wacid.bic", "RINGING", *h.clock.Load()))
+	h.mustPost(connectBody("wacid.bic", *h.clock.Load()))
 	evs = rec.waitFor(t, 7)
 	if got := summary(evs[5:]); fmt.Sprint(got) != "[wacid.bic:status:RINGING wacid.bic:connect:]" {
 		t.Errorf("delivered %v", got)
@@ -477,7 +519,8 @@ func TestWebhookStaleness(t *testing.T) {
 	h := newHarness(t, WebhookConfig{StaleAfter: 60 * time.Second}, rec.sink)
 	h.mustPost(connectBody("wacid.stale", testNow.Add(-61*time.Second)))
 	h.mustPost(terminateBody("wacid.stale", "COMPLETED", testNow.Add(-time.Hour)))
-	h.mustPost(statusBody("wacid.old", "ACCEPTED", testNow.Add(-time.Hour)))
+	h.mustPost(statusBody("wacid.old", "ACCEPTED", testNow.Add(-time.Hour)))        // past DedupeTTL (10 min): a replay
+	h.mustPost(statusBody("wacid.recent", "ACCEPTED", testNow.Add(-9*time.Minute))) // inside it: acted on
 	h.mustPost(connectBody("wacid.fresh", testNow.Add(-59*time.Second)))
 	h.mustPost(callsBody(`{"id":"wacid.nots","event":"connect"}`))                                // no timestamp: cannot judge, act
 	h.mustPost(callsBody(`{"event":"connect","timestamp":"` + fmt.Sprint(testNow.Unix()) + `"}`)) // no wacid: dropped
@@ -488,17 +531,17 @@ func TestWebhookStaleness(t *testing.T) {
 	for _, s := range summary(rec.events()) {
 		got[s] = true
 	}
-	for _, want := range []string{"wacid.stale:terminate:COMPLETED", "wacid.old:status:ACCEPTED", "wacid.fresh:connect:",
+	for _, want := range []string{"wacid.stale:terminate:COMPLETED", "wacid.recent:status:ACCEPTED", "wacid.fresh:connect:",
 		"wacid.nots:connect:", "wacid.future:connect:"} {
 		if !got[want] {
 			t.Errorf("missing %s in %v", want, summary(evs))
 		}
 	}
-	if got["wacid.stale:connect:"] || len(rec.events()) != 5 {
-		t.Errorf("stale connect delivered: %v", summary(rec.events()))
+	if got["wacid.stale:connect:"] || got["wacid.old:status:ACCEPTED"] || len(rec.events()) != 5 {
+		t.Errorf("stale connect or replayed status delivered: %v", summary(rec.events()))
 	}
-	if st := h.w.Stats(); st.Rejected["stale"] != 1 || st.Rejected["no_call_id"] != 1 {
-		t.Errorf("rejected %v, want one stale and one without call id", st.Rejected)
+	if st := h.w.Stats(); st.Rejected["stale"] != 1 || st.Rejected["replay"] != 1 || st.Rejected["no_call_id"] != 1 {
+		t.Errorf("rejected %v, want one stale, one replay and one without call id", st.Rejected)
 	}
 }
 
