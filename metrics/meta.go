@@ -50,7 +50,7 @@ func (m *Metrics) GraphRequest(action, outcome string, code int, d time.Duration
 }
 
 // webhookNames are the families of webhookCollector.
-var webhookNames = []string{"ponte_webhook_events_total", "ponte_webhook_rejected_total", "ponte_cpu_load", "ponte_sip_inbound_invites_total"}
+var webhookNames = []string{"ponte_webhook_events_total", "ponte_webhook_rejected_total", "ponte_cpu_load", "ponte_sip_inbound_invites_total", "ponte_sip_banned_sources"}
 
 // WebhookStats returns the webhook's cumulative counters:
 // whatsapp.WebhookStats.Received ("field/event" keys) and .Rejected
@@ -74,7 +74,9 @@ var (
 	webhookRejectedDesc = prometheus.NewDesc("ponte_webhook_rejected_total",
 		"Webhook requests or events refused, by reason (signature, stale, duplicate, malformed, ...).", []string{"reason"}, nil)
 	sipInboundDesc = prometheus.NewDesc("ponte_sip_inbound_invites_total",
-		"PBX-originated INVITEs by what the SIP server did: accepted (a trunk matched and authenticated), challenged (401), auth_failed, forbidden (no trunk: 403), dropped (unauthorized: drop), rate_limited.", []string{"result"}, nil)
+		"PBX-originated INVITEs and strangers' requests by what the SIP server did: accepted (a trunk matched and authenticated), challenged (401), auth_failed, forbidden (no trunk: 403), dropped (unauthorized: drop), rate_limited, invite_limited (over invite_rate: 480), scanner (scanner User-Agent dropped), stranger (OPTIONS/REGISTER/other from unknown sources), banned (bans imposed), ban_dropped (messages and connections from banned sources).", []string{"result"}, nil)
+	sipBannedDesc = prometheus.NewDesc("ponte_sip_banned_sources",
+		"Source addresses banned by the SIP server at this moment (sip.server.ban).", nil, nil)
 	cpuLoadDesc = prometheus.NewDesc("ponte_cpu_load",
 		"Host CPU busy fraction (0..1) over admission.cpu_window, as admission control sees it.", nil, nil)
 )
@@ -84,6 +86,7 @@ func (c sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- webhookRejectedDesc
 	ch <- cpuLoadDesc
 	ch <- sipInboundDesc
+	ch <- sipBannedDesc
 }
 
 func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
@@ -123,14 +126,21 @@ func (c sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range sipInboundResults {
 		ch <- prometheus.MustNewConstMetric(sipInboundDesc, prometheus.CounterValue, float64(inv[r]), r)
 	}
+	ch <- prometheus.MustNewConstMetric(sipBannedDesc, prometheus.GaugeValue, float64(inv[sipBannedNow]))
 }
 
 // sipInboundResults are the values of ponte_sip_inbound_invites_total's
 // result label.
-var sipInboundResults = []string{"accepted", "challenged", "auth_failed", "forbidden", "dropped", "rate_limited"}
+var sipInboundResults = []string{"accepted", "challenged", "auth_failed", "forbidden", "dropped", "rate_limited",
+	"invite_limited", "scanner", "stranger", "banned", "ban_dropped"}
+
+// sipBannedNow is the key of WatchSIPInbound's map that carries the
+// ponte_sip_banned_sources gauge rather than a counter.
+const sipBannedNow = "banned_now"
 
 // WatchSIPInbound makes ponte_sip_inbound_invites_total read f (the SIP
-// server's counters by result) at each scrape.
+// server's counters by result) at each scrape, and ponte_sip_banned_sources
+// its "banned_now" entry.
 func (m *Metrics) WatchSIPInbound(f func() map[string]uint64) { m.sipInbound.Store(&f) }
 
 // sources are set after New by the server wiring.

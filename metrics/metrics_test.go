@@ -366,3 +366,31 @@ func TestBuildInfoAndLimits(t *testing.T) {
 		t.Errorf("limits/draining: %v %v %v", s["ponte_calls_limit{}"], s["ponte_cpu_load_limit{}"], s["ponte_draining{}"])
 	}
 }
+
+// TestSIPSecurityCounters: every counter the SIP server keeps reaches
+// ponte_sip_inbound_invites_total (an unknown key is not invented), and the
+// banned-now figure is the ponte_sip_banned_sources gauge.
+func TestSIPSecurityCounters(t *testing.T) {
+	m := newTest()
+	in := map[string]uint64{"accepted": 1, "challenged": 2, "auth_failed": 3, "forbidden": 4, "dropped": 5,
+		"rate_limited": 6, "invite_limited": 7, "scanner": 8, "stranger": 9, "banned": 10, "ban_dropped": 11,
+		"banned_now": 3, "made_up": 99}
+	m.WatchSIPInbound(func() map[string]uint64 { return in })
+	got := series(t, m)
+	for k, v := range in {
+		key := "ponte_sip_inbound_invites_total{result=" + k + "}"
+		switch k {
+		case "banned_now", "made_up":
+			if _, ok := got[key]; ok {
+				t.Errorf("%s exported as a result", k)
+			}
+		default:
+			if got[key] != float64(v) {
+				t.Errorf("%s = %v, want %d", key, got[key], v)
+			}
+		}
+	}
+	if g := got["ponte_sip_banned_sources{}"]; g != 3 {
+		t.Errorf("ponte_sip_banned_sources = %v, want 3", g)
+	}
+}

@@ -184,7 +184,7 @@ func NewWithClock(cfg *config.Config, log *slog.Logger, clock func() time.Time) 
 		return map[string]uint64{"accepted": st.Accepted, "challenged": st.Challenged, "auth_failed": st.AuthFailed,
 			"forbidden": st.Forbidden, "dropped": st.Dropped, "rate_limited": st.RateLimited,
 			"invite_limited": st.InviteLimited, "scanner": st.Scanners, "stranger": st.Strangers,
-			"banned": st.Banned, "ban_dropped": st.BanDropped}
+			"banned": st.Banned, "ban_dropped": st.BanDropped, "banned_now": st.BannedNow}
 	})
 	s.Metrics.WatchWebhook(func() (received, rejected map[string]uint64) {
 		st := s.Webhook.Stats()
