@@ -83,3 +83,41 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestSecretFiles: ${file:/path} reads a secret from its own file (a Docker
+// or Kubernetes secret), one trailing newline trimmed; a missing or empty
+// file is an error naming the key and the path, never the content.
+func TestSecretFiles(t *testing.T) {
+	base, err := os.ReadFile("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	good := dir + "/app_secret"
+	if err := os.WriteFile(good, []byte("s3cr3t-from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := dir + "/empty"
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	with := func(ref string) []byte {
+		return []byte(strings.Replace(string(base), "${WA_APP_SECRET}", ref, 1))
+	}
+	c, err := Parse("x.yaml", with("${file:"+good+"}"), fullEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WhatsApp.AppSecret != "s3cr3t-from-file" {
+		t.Errorf("app_secret %q, want the file's content without its newline", c.WhatsApp.AppSecret)
+	}
+	for _, tc := range []struct{ ref, want string }{
+		{"${file:" + dir + "/missing}", "whatsapp.app_secret: secret file open " + dir + "/missing"},
+		{"${file:" + empty + "}", "whatsapp.app_secret: secret file " + empty + ": empty"},
+	} {
+		_, err := Parse("x.yaml", with(tc.ref), fullEnv)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want it to contain %q", tc.ref, err, tc.want)
+		}
+	}
+}

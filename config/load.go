@@ -25,8 +25,28 @@ func (e *Error) Error() string {
 // Unwrap lets callers test errors.Is(err, ErrInvalid).
 func (e *Error) Unwrap() error { return ErrInvalid }
 
-// envRef matches ${NAME}; secrets stay out of the file this way.
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+// envRef matches ${NAME} and ${file:/path}: secrets stay out of the config
+// file, in the environment or in a file of their own (a Docker or Kubernetes
+// secret mounted read-only, a systemd LoadCredential).
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*|file:[^}]+)\}`)
+
+// readSecretFile reads a ${file:...} reference. One trailing newline (what
+// `echo` and most editors add) is not part of the secret. The error names
+// the path, never the content.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	if len(b) > 64<<10 {
+		return "", fmt.Errorf("%s: larger than 64 KiB, not a secret", path)
+	}
+	v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if v == "" {
+		return "", fmt.Errorf("%s: empty", path)
+	}
+	return v, nil
+}
 
 // Load reads, expands, decodes, defaults and validates a config file.
 func Load(path string) (*Config, error) {
@@ -102,6 +122,13 @@ func expandNode(n *yaml.Node, env func(string) (string, bool), path string, prob
 		}
 		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
 			name := m[2 : len(m)-1]
+			if file, ok := strings.CutPrefix(name, "file:"); ok {
+				v, err := readSecretFile(file)
+				if err != nil {
+					*probs = append(*probs, fmt.Sprintf("line %d: %s: secret file %v", n.Line, path, err))
+				}
+				return v
+			}
 			v, ok := env(name)
 			if !ok {
 				*probs = append(*probs, fmt.Sprintf("line %d: %s: environment variable %s is not set", n.Line, path, name))
