@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
-	"time"
+
+	"github.com/ponte-gw/ponte/sim/audio"
 )
 
 // The bridge's real-time checks (tone in 20 ms frames, media time against
@@ -25,9 +25,8 @@ type tester interface {
 	Fatal(args ...any)
 }
 
-// stallLimit is the wake-up delay that excuses a failed attempt: one frame
-// period, enough to underrun a one-frame playout depth.
-const stallLimit = 20 * time.Millisecond
+// stallLimit is the wake-up delay that excuses a failed attempt.
+const stallLimit = audio.StallLimit
 
 var errAttemptFatal = errors.New("attempt failed")
 
@@ -56,7 +55,7 @@ func realTime(t *testing.T, check func(tt tester)) {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		a := &attemptT{t: t}
-		w := watchStalls()
+		w := audio.StartStallWatch()
 		func() {
 			defer func() {
 				if r := recover(); r != nil && r != errAttemptFatal {
@@ -65,7 +64,7 @@ func realTime(t *testing.T, check func(tt tester)) {
 			}()
 			check(a)
 		}()
-		worst := w.stop()
+		worst := w.Stop()
 		if len(a.failed) == 0 {
 			return
 		}
@@ -78,48 +77,4 @@ func realTime(t *testing.T, check func(tt tester)) {
 		}
 		t.Logf("attempt %d failed during a %v scheduling stall: %s; measuring again", attempt, worst, msg)
 	}
-}
-
-// stallWatcher measures how late a 5 ms timer fires in this process.
-type stallWatcher struct {
-	mu    sync.Mutex
-	worst time.Duration
-	quit  chan struct{}
-	done  chan struct{}
-}
-
-func watchStalls() *stallWatcher {
-	w := &stallWatcher{quit: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		const tick = 5 * time.Millisecond
-		tm := time.NewTimer(tick)
-		defer tm.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-w.quit:
-				return
-			case <-tm.C:
-				now := time.Now()
-				if late := now.Sub(last) - tick; late > 0 {
-					w.mu.Lock()
-					w.worst = max(w.worst, late)
-					w.mu.Unlock()
-				}
-				last = now
-				tm.Reset(tick)
-			}
-		}
-	}()
-	return w
-}
-
-// stop ends the watch and returns the worst stall seen.
-func (w *stallWatcher) stop() time.Duration {
-	close(w.quit)
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.worst
 }

@@ -420,109 +420,26 @@ func baresipEvents(out string) []baresipEvent {
 	return evs
 }
 
-// stallWatch measures CPU starvation while a test runs: a goroutine that
-// sleeps 5 ms at a time and notes how late it wakes up. The gateway, the
-// WhatsApp simulator and the analyzers all run their 20 ms clocks in this
-// process, and ponte's playout depth is at most 60 ms: a wake-up late by
-// stallLimit means the machine, not the code under test, held the audio back.
-type stallWatch struct {
-	mu     sync.Mutex
-	stalls []stall
-	stop   chan struct{}
-	done   chan struct{}
-}
+// stallWatch is audio.StallWatch (CPU starvation of this process, shared with
+// the gateway's and rtpeng's real-time tests), stopped at the test's end.
+type stallWatch struct{ *audio.StallWatch }
 
-type stall struct {
-	end  time.Time // when the sleeper finally ran
-	late time.Duration
-}
-
-// stallLimit is the wake-up delay that excuses an audio window: one whole
-// frame period, enough to underrun a one-frame playout depth.
-const stallLimit = 20 * time.Millisecond
+// stallLimit and stallRecovery: see audio.StallLimit and audio.StallRecovery.
+const (
+	stallLimit    = audio.StallLimit
+	stallRecovery = audio.StallRecovery
+)
 
 func startStallWatch(t *testing.T) *stallWatch {
-	w := &stallWatch{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		const tick = 5 * time.Millisecond
-		tm := time.NewTimer(tick)
-		defer tm.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-w.stop:
-				return
-			case <-tm.C:
-				now := time.Now()
-				if late := now.Sub(last) - tick; late >= 10*time.Millisecond {
-					w.mu.Lock()
-					w.stalls = append(w.stalls, stall{end: now, late: late})
-					w.mu.Unlock()
-				}
-				last = now
-				tm.Reset(tick)
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		close(w.stop)
-		<-w.done
-	})
+	w := &stallWatch{audio.StartStallWatch()}
+	t.Cleanup(func() { w.Stop() })
 	return w
 }
 
-// worst returns the longest stall overlapping [from, to).
-func (w *stallWatch) worst(from, to time.Time) time.Duration {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var m time.Duration
-	for _, s := range w.stalls {
-		if s.end.After(from) && s.end.Add(-s.late).Before(to) {
-			m = max(m, s.late)
-		}
-	}
-	return m
-}
+func (w *stallWatch) worst(from, to time.Time) time.Duration { return w.Worst(from, to) }
 
-// stallRecovery is how long audio may stay disturbed after a stall ends:
-// the burst of queued packets passes through ponte's jitter buffer, whose
-// depth re-converges, and the playout clock catches up (at most 500 ms
-// behind, but a 60 ms stall puts it about that far behind).
-const stallRecovery = 300 * time.Millisecond
-
-// skips returns the spans of [from, to) during which audio is not judged
-// because this process was measurably starved: each stall of stallLimit or
-// more, from a frame before it began to stallRecovery after it ended.
-// covered is how much of [from, to) they cover together.
-func (w *stallWatch) skips(from, to time.Time) (spans []audio.Span, covered time.Duration) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, s := range w.stalls {
-		if s.late < stallLimit {
-			continue
-		}
-		sp := audio.Span{From: s.end.Add(-s.late - 20*time.Millisecond), To: s.end.Add(stallRecovery)}
-		if !sp.To.After(from) || !sp.From.Before(to) {
-			continue
-		}
-		if n := len(spans); n > 0 && !sp.From.After(spans[n-1].To) {
-			spans[n-1].To = sp.To // overlapping: merge (stalls are in time order)
-			continue
-		}
-		spans = append(spans, sp)
-	}
-	for _, sp := range spans {
-		a, b := sp.From, sp.To
-		if a.Before(from) {
-			a = from
-		}
-		if b.After(to) {
-			b = to
-		}
-		covered += b.Sub(a)
-	}
-	return spans, covered
+func (w *stallWatch) skips(from, to time.Time) ([]audio.Span, time.Duration) {
+	return w.Skips(from, to)
 }
 
 // verdict picks the window that decides a check over consecutive listening

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ponte-gw/ponte/sim/audio"
 	"go.uber.org/goleak"
 )
 
@@ -23,9 +24,9 @@ func TestRunThroughRtpengine(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			const hold = 3 * time.Second
-			w := watchStalls()
+			w := audio.StartStallWatch()
 			rep, err := Run(ctx, Options{Calls: 2, Concurrency: 2, Rate: 0, Hold: hold, Codec: codec})
-			stall := w.stop()
+			stall := w.Stop()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -39,7 +40,7 @@ func TestRunThroughRtpengine(t *testing.T) {
 				}
 				// The harness's 20 ms clocks run in this process: if the machine held it back
 				// for a frame or more, the missing audio is the machine's, not rtpengine's.
-				if stall < stallLimit {
+				if stall < audio.StallLimit {
 					t.Fatalf("audio ok %d of 2 with no CPU stall (worst %v; rtpengine log: %s)", rep.AudioOK, stall, rep.GatewayLog)
 				}
 				t.Logf("audio ok %d of 2, excused by a CPU stall of %v: only packets and the stop are checked", rep.AudioOK, stall)
@@ -100,47 +101,6 @@ func checkFlowed(t *testing.T, rep *Report, frames int) {
 	if rep.GatewayExit != "" || !processGone(rep.GatewayPID) {
 		t.Fatalf("rtpengine %d not stopped cleanly: %q", rep.GatewayPID, rep.GatewayExit)
 	}
-}
-
-// stallLimit is the scheduling delay that excuses missing audio: one frame period.
-const stallLimit = 20 * time.Millisecond
-
-// stallWatcher measures how late a 5 ms sleeper wakes up: the longest delay is how long the
-// machine held this process (and so the harness's media clocks) back.
-type stallWatcher struct {
-	worst time.Duration
-	quit  chan struct{}
-	done  chan struct{}
-}
-
-func watchStalls() *stallWatcher {
-	w := &stallWatcher{quit: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		const tick = 5 * time.Millisecond
-		tm := time.NewTimer(tick)
-		defer tm.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-w.quit:
-				return
-			case <-tm.C:
-				// The time of receipt, not the timer's value: the delay is in being run.
-				w.worst = max(w.worst, time.Since(last)-tick)
-				last = time.Now()
-				tm.Reset(tick)
-			}
-		}
-	}()
-	return w
-}
-
-// stop ends the watch and returns the worst stall.
-func (w *stallWatcher) stop() time.Duration {
-	close(w.quit)
-	<-w.done
-	return w.worst
 }
 
 func TestRunOptions(t *testing.T) {
