@@ -78,13 +78,21 @@ func (h *handler) post(fn func(w http.ResponseWriter, r *http.Request, body []by
 			writeError(w, http.StatusNotImplemented, "business-initiated calls are not configured")
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxAPIBody+1))
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "unreadable body")
+		// A declared length over the limit is refused unread; a chunked or
+		// lying body is cut at the limit by MaxBytesReader, which also has
+		// net/http close the connection rather than drain the rest
+		// (RFC 9110 §15.5.14: 413 Content Too Large).
+		if r.ContentLength > maxAPIBody {
+			writeError(w, http.StatusRequestEntityTooLarge, "body over 64 KiB")
 			return
 		}
-		if len(body) > maxAPIBody {
-			writeError(w, http.StatusRequestEntityTooLarge, "body over 64 KiB")
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAPIBody))
+		if err != nil {
+			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+				writeError(w, http.StatusRequestEntityTooLarge, "body over 64 KiB")
+				return
+			}
+			writeError(w, http.StatusBadRequest, "unreadable body")
 			return
 		}
 		fn(w, r, body)

@@ -94,9 +94,15 @@ type Media struct {
 	OpusComplexity int      `yaml:"opus_complexity"` // 0..10, default 5
 	OpusBitrate    int      `yaml:"opus_bitrate"`    // bps toward Meta when transcoding, default 24000
 	ConnectTimeout Duration `yaml:"connect_timeout"` // ICE+DTLS must complete within this
-	JitterFrames   int      `yaml:"jitter_frames"`   // playout depth target, 20 ms frames
-	AcceptBuffer   Duration `yaml:"accept_buffer"`   // PBX audio held while accept is in flight (<= 1 s)
-	RTPTimeout     Duration `yaml:"rtp_timeout"`     // PBX silent this long mid-call (not on hold) ends the call; default 60s
+	// ICE liveness toward Meta once connected (RFC 7675 consent): no
+	// traffic for ice_disconnected_timeout marks the leg disconnected, and
+	// ice_failed_timeout more ends the call (BYE to the PBX, terminate to
+	// Meta). Meta cannot re-handshake a business leg, so failed is final.
+	ICEDisconnectedTimeout Duration `yaml:"ice_disconnected_timeout"` // default 5s
+	ICEFailedTimeout       Duration `yaml:"ice_failed_timeout"`       // default 15s (after disconnected)
+	JitterFrames           int      `yaml:"jitter_frames"`            // playout depth target, 20 ms frames
+	AcceptBuffer           Duration `yaml:"accept_buffer"`            // PBX audio held while accept is in flight (<= 1 s)
+	RTPTimeout             Duration `yaml:"rtp_timeout"`              // PBX silent this long mid-call (not on hold) ends the call; default 60s
 	// SocketBuffer is the kernel receive and send buffer of the shared WebRTC
 	// socket, in bytes (default 4 MiB). Every call's packets queue on that
 	// one socket: Linux's default (208 KiB, about 170 small packets) holds
@@ -306,6 +312,8 @@ func (c *Config) applyDefaults() {
 		c.Media.JitterFrames = 1
 	}
 	defD(&c.Media.ConnectTimeout, 10*time.Second)
+	defD(&c.Media.ICEDisconnectedTimeout, 5*time.Second)
+	defD(&c.Media.ICEFailedTimeout, 15*time.Second)
 	defD(&c.Media.AcceptBuffer, time.Second)
 	defD(&c.Media.RTPTimeout, 60*time.Second) // a PBX gone without a BYE; held calls are exempt
 	if c.Media.SocketBuffer == 0 {

@@ -165,6 +165,7 @@ func (b *Bridge) goSafe(name string, f func()) {
 		defer b.wg.Done()
 		defer func() {
 			if r := recover(); r != nil {
+				mediaPanics.Add(1)
 				b.log.Error("media goroutine panicked; ending the call", "goroutine", name, "panic", r, "stack", string(debug.Stack()))
 				b.fail(fmt.Errorf("%w: %s: %v", ErrMediaPanic, name, r))
 			}
@@ -430,11 +431,13 @@ func (b *Bridge) readLoop(ctx context.Context, leg rtpLeg, d *direction) {
 func (b *Bridge) playout(ctx context.Context) {
 	t := time.NewTicker(frameDur)
 	defer t.Stop()
+	fault := faultTicker() // test seam (faultinject.go)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			fault()
 			start := time.Now()
 			b.toPBX.tick(now)
 			b.toMeta.tick(now)

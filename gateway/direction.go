@@ -67,6 +67,8 @@ type direction struct {
 	target     int       // current playout depth in frames (adaptive)
 	minTarget  int       // configured depth
 	calmSince  time.Time // last underrun: the depth decays after a calm period
+	lateSeen   uint64    // the jitter buffer's Late count at the last adapt (depth.go)
+	stretch    bool      // play one concealed slot without consuming a packet (depth.go)
 	hadAudio   bool
 	underrun   int
 	compressN  uint32
@@ -319,36 +321,6 @@ func (d *direction) emit(now time.Time) {
 	d.write(d.outPT, ts, d.st.Out == 0, payload)
 }
 
-// holdForLate reports whether to wait for the packet of this slot instead of
-// concealing or skipping it: when a playing source's packet is merely late
-// (two 20 ms clocks drifting in phase, a scheduling hiccup), waiting up to
-// holdSlots keeps the audio whole. The slot keeps its timestamp, so the
-// stream stays on wall-clock time; the packet just leaves a little later.
-// Beyond holdSlots it is a real gap: conceal, then silence.
-func (d *direction) holdForLate(due uint32) bool {
-	// With packet sizes that differ between the sides (ptime 10/30), a slot
-	// may need more than one buffered packet.
-	short := d.fifoN+d.jb.Len()*max(d.lastN, 1) < d.outN
-	return d.hadAudio && d.underrun == 0 && !d.cn && !d.relay.Active() && short && due-d.slots <= holdSlots
-}
-
-// adapt moves the playout depth: one frame deeper after an underrun of a
-// source that was playing (packets arrive later than the clock asks for
-// them), back toward the configured depth after a calm period. The cap keeps
-// the one-way delay through ponte within its budget.
-func (d *direction) adapt(now time.Time) {
-	switch {
-	case d.underrun == 1 && d.hadAudio && d.target < maxDepthFrames:
-		d.target++
-		d.jb.SetTargetDepth(d.target)
-		d.calmSince = now
-	case d.target > d.minTarget && now.Sub(d.calmSince) > depthDecay:
-		d.target--
-		d.jb.SetTargetDepth(d.target)
-		d.calmSince = now
-	}
-}
-
 // popAudio consumes one slot's worth of audio without playing it (audio is
 // muted while an event is relayed). When transcoding, the audio is still
 // decoded: an Opus decoder that skips a packet its encoder produced falls out
@@ -391,6 +363,13 @@ func (d *direction) nextAudio() []byte {
 			return d.silence
 		}
 		return d.buf[:n]
+	}
+	if d.stretch {
+		// One frame deeper (depth.go): leave the slot empty for the
+		// receiver's Opus PLC and keep the packets for the next slots.
+		d.stretch = false
+		d.st.Concealed++
+		return nil
 	}
 	for skip := 0; ; skip++ {
 		// passthrough: Opus on both sides
@@ -450,6 +429,9 @@ func (d *direction) playCN() {
 // enough to send the prepared silence frame.
 func (d *direction) nextPCM() []int16 {
 	need := d.outN
+	if d.stretch {
+		d.stretchPCM(need)
+	}
 	for skip := 0; d.fifoN < need; {
 		pt, payload, st := d.pop()
 		switch st {

@@ -53,6 +53,8 @@ type Deps struct {
 	// Permits is the business-initiated call policy and permission ledger
 	// (nil: PBX-originated calls are refused with 403).
 	Permits *permit.Service
+	// Live keeps a row per call in progress for crash recovery (livecalls.go); nil: none.
+	Live LiveStore
 }
 
 // AgentStore remembers the agent who answered a caller, for the sticky-agent
@@ -97,6 +99,7 @@ type Gateway struct {
 	store       CallStore
 	permits     *permit.Service
 	storeErrors atomic.Int64
+	live        LiveStore // CRASH (livecalls.go)
 
 	trunkDown  map[string]*atomic.Bool // by trunk name; only trunks with OPTIONS pings
 	monCancel  context.CancelFunc      // stops the trunk monitors
@@ -136,6 +139,7 @@ func New(d Deps) *Gateway {
 	}
 	g.routers = routers
 	g.store = d.Store
+	g.live = d.Live
 	g.agents = d.Agents
 	if g.agents == nil {
 		w := stickyWindow(d.Config)

@@ -53,7 +53,10 @@ type call struct {
 	accepted    bool                       // accept returned 200: from now on Meta is told "terminate", not "reject"
 	bridge      *Bridge
 	rec         Record
-	out         *outState // business-initiated calls only (outbound.go)
+	out         *outState        // business-initiated calls only (outbound.go)
+	liveDlg     *sip.DialogState // CRASH: the PBX dialog in the live row (livecalls.go)
+
+	acceptUnsure atomic.Bool // FAULT: a failed accept may have taken effect at Meta (metaend.go)
 }
 
 func newCall(g *Gateway, ev whatsapp.CallEvent) *call {
@@ -128,9 +131,11 @@ func (c *call) cfg() *config.Config { return c.g.cfg }
 func (c *call) run() {
 	defer c.cancel(nil)
 	c.persist(store.EventOffered)
+	c.livePut() // CRASH: live row for recovery after a crash (livecalls.go)
 	err := c.connect()
 	c.finish(err)
 	c.persist(store.EventEnded)
+	c.liveEnd() // CRASH
 }
 
 // terminateGrace is how long a closed WhatsApp leg waits for Meta's
@@ -467,6 +472,7 @@ func (c *call) afterAnswer(leg metaLeg, rtpSess *sip.RTPSession, dlg *sip.Dialog
 	// Mid-call requests may come as soon as the PBX has its ACK.
 	cur := &pbxLeg{dlg: dlg, sess: rtpSess, trunk: trunk}
 	c.wireLeg(cur)
+	c.liveDialog(dlg) // CRASH: the confirmed dialog, for a BYE after a crash (livecalls.go)
 	refers := make(chan sip.Refer, 1)
 	var busy atomic.Bool
 	c.watchRefer(cur, refers, &busy)
@@ -506,6 +512,7 @@ func (c *call) afterAnswer(leg metaLeg, rtpSess *sip.RTPSession, dlg *sip.Dialog
 		}
 		old := cur
 		cur, dlg = next, next.dlg
+		c.liveDialog(dlg) // CRASH
 		c.held.Store(false)
 		c.wireLeg(cur)
 		c.extraSess = append(c.extraSess, cur.sess)
@@ -583,9 +590,11 @@ func (c *call) acceptMeta(leg metaLeg, acceptBy time.Time) error {
 		if cause := context.Cause(c.ctx); cause != nil {
 			return cause // terminate webhook while accept was in flight: no retry
 		}
+		c.noteAcceptFailure(err) // FAULT (metaend.go)
 		return fmt.Errorf("%w: %v", ErrAcceptFailed, err)
 	}
 	c.accepted = true
+	c.livePut() // CRASH: Meta accepted: terminate, not reject, after a crash
 	c.rec.Accepted = time.Now()
 	leg.EnableSend()
 	c.bridge.OpenMeta()
@@ -628,7 +637,7 @@ func (c *call) finish(err error) {
 	var gerr error
 	switch action {
 	case metaReject:
-		gerr = c.g.graph.Reject(ctx, c.ev.PhoneNumberID, c.ev.CallID)
+		gerr = c.rejectAtMeta(ctx) // FAULT: reject, or terminate after an unsure accept (metaend.go)
 	case metaTerminate:
 		gerr = c.g.graph.Terminate(ctx, c.ev.PhoneNumberID, c.ev.CallID)
 	}

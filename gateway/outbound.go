@@ -213,6 +213,7 @@ func (c *call) runOutbound() {
 	err := c.outConnect()
 	c.finishOutbound(err)
 	c.persist(store.EventEnded)
+	c.liveEnd() // CRASH (livecalls.go)
 }
 
 // outConnect runs the call until it ends and returns why.
@@ -327,6 +328,7 @@ func (c *call) adoptWACID(wacid string) {
 	c.g.outWACID[wacid] = c
 	c.g.mu.Unlock()
 	c.g.takeStash(c, wacid)
+	c.livePut() // CRASH: the wacid to terminate after a crash (livecalls.go)
 	if !o.started {
 		o.started = true
 		if err := c.g.permits.CallStarted(c.ctx, o.number.PhoneNumberID, o.user, wacid); err != nil {
@@ -511,6 +513,7 @@ func (c *call) outAnswered(leg *webrtc.Leg, rtpSess *sip.RTPSession) (err error)
 		return fmt.Errorf("%w: answering the PBX: %v", ErrSIP, err)
 	}
 	c.accepted = true
+	c.liveDialog(dlg) // CRASH: the confirmed dialog, for a BYE after a crash
 	c.rec.Accepted, c.rec.PBXAnswered = time.Now(), time.Now()
 	c.rec.SIPCallID, c.rec.AnswerSignal = dlg.CallID(), o.signal
 	if c.mediaFor != "early" {

@@ -148,5 +148,6 @@ type sources struct {
 	webhook    atomic.Pointer[WebhookStats]
 	cpu        atomic.Pointer[func() float64]
 	sipInbound atomic.Pointer[func() map[string]uint64]
-	spool      atomic.Pointer[func() (int, uint64)] // store.go
+	spool      atomic.Pointer[func() (int, uint64)]     // store.go
+	panics     atomic.Pointer[func() map[string]uint64] // panics.go
 }

@@ -186,6 +186,7 @@ func New(o Options) *Metrics {
 	m.permissions = cv("ponte_permission_checks_total", "Call permission checks (GET call_permissions) before outbound calls, by outcome (allowed, denied, error).", "outcome")
 	m.storeErrors = cv("ponte_store_errors_total", "Failed writes or reads of the call store, by operation.", "op")
 	m.register(spoolCollector{m}, spoolNames...) // store.go
+	m.register(panicCollector{m}, panicNames...) // panics.go
 
 	// Capacity and lifecycle.
 	m.draining = gauge("ponte_draining", "1 while ponte drains (SIGTERM): new calls are refused.")

@@ -158,6 +158,21 @@ func TestRouteSetThroughProxy(t *testing.T) {
 			if m := call.InDialog()[0].Method; m != tc.refresh {
 				t.Fatalf("refresh by %s, want %s", m, tc.refresh)
 			}
+			if tc.refresh == "INVITE" {
+				// The PBX seeing the re-INVITE does not mean ponte has had
+				// its 200 and sent the ACK yet: wait for that ACK, or the
+				// INFO below may overtake it.
+				ponte := int(u.ListenAddr("udp").Port())
+				waitFor(t, func() bool {
+					acks := 0
+					for _, r := range px.requests() {
+						if r.from == ponte && r.method == "ACK" {
+							acks++
+						}
+					}
+					return acks >= 2
+				}, "ponte's ACK of its refresh")
+			}
 			if err := d.SendDTMFInfo(ctx, '3', 100*time.Millisecond); err != nil {
 				t.Fatal(err)
 			}

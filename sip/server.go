@@ -95,6 +95,8 @@ type ServerStats struct {
 	Banned        uint64 // bans imposed
 	BanDropped    uint64 // messages and connections dropped because their source was banned
 	BannedNow     uint64 // sources banned at this moment (a gauge)
+
+	Panics uint64 // request handler panics recovered with a 500 (guard.go; counted without SetServer too)
 }
 
 // inbound is the UA's SIP server: trunk matching, digest, rate limit, and
@@ -232,7 +234,7 @@ func (u *UA) ServerStats() ServerStats {
 	in := u.inbound
 	u.mu.Unlock()
 	if in == nil {
-		return ServerStats{}
+		return ServerStats{Panics: u.panics.Load()}
 	}
 	in.mu.Lock()
 	ban, now := in.ban, in.now()
@@ -242,6 +244,7 @@ func (u *UA) ServerStats() ServerStats {
 		Forbidden: in.forbidden.Load(), Dropped: in.dropped.Load(), RateLimited: in.rateLimited.Load(),
 		InviteLimited: in.inviteLimited.Load(), Scanners: u.sec.scanners.Load(), Strangers: u.sec.strangers.Load(),
 		Banned: ban.bans.Load(), BanDropped: u.sec.banDropped.Load(), BannedNow: uint64(ban.current(now)),
+		Panics: u.panics.Load(),
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -86,8 +87,9 @@ type UA struct {
 	closing   chan struct{}
 	ctx       context.Context // cancelled by Close; parent of background signalling
 	cancel    context.CancelFunc
-	tlsc      *tlsClient // H-TLS: per-trunk TLS connections (tls.go)
-	sec       security   // H-SIPSEC: bans, scanner filter, TLS certificate reload (ban.go, scanner.go, tls.go)
+	tlsc      *tlsClient    // H-TLS: per-trunk TLS connections (tls.go)
+	sec       security      // H-SIPSEC: bans, scanner filter, TLS certificate reload (ban.go, scanner.go, tls.go)
+	panics    atomic.Uint64 // request handler panics recovered (guard.go)
 	wg        sync.WaitGroup
 }
 
@@ -172,25 +174,11 @@ func NewUA(cfg Config) (*UA, error) {
 		u.ua.Close()
 		return nil, err
 	}
-	u.srv.OnOptions(u.serveOptions)     // H-SIPSEC: through the scanner gate (scanner.go)
-	u.srv.OnRegister(u.serveNotAllowed) // H-SIPSEC: ponte is no registrar: 405 with Allow, or nothing
-	u.srv.OnNoRoute(u.serveNotAllowed)  // H-SIPSEC: other methods likewise
-	u.srv.OnInvite(u.handleInvite)
-	u.srv.OnAck(u.handleAck)
-	u.srv.OnBye(u.handleBye)
-	u.srv.OnInfo(u.handleInfo)
-	u.srv.OnUpdate(u.handleUpdate)
-	u.srv.OnRefer(u.handleRefer)
-	u.srv.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
-		// A CANCEL that matched no INVITE transaction (RFC 3261 §9.2):
-		// 481, unless it is for a call ponte answered whose transaction
-		// ended with the 2xx (TCP/TLS): 200 and no effect (H-UAS, server.go).
-		if u.inboundServer().cancelAnswered(req) {
-			respond(tx, req, 200, "OK", nil)
-			return
-		}
-		respond(tx, req, 481, "Call/Transaction Does Not Exist", nil)
-	})
+	routes, other := u.routes() // guard.go: every handler recovers its panics
+	for m, h := range routes {
+		u.srv.OnRequest(m, h)
+	}
+	u.srv.OnNoRoute(other)
 	return u, nil
 }
 

@@ -476,18 +476,49 @@ func (c *IncomingCall) secureScheme() sip.Uri {
 	return sip.Uri{Scheme: "sip"}
 }
 
+// acceptableOffer is the part of answering an offer that can fail on the
+// offer alone: an audio stream with an address and a port, and a codec of
+// codecs (RFC 3264 §6). It returns the codec ponte would answer with.
+func acceptableOffer(offer *MediaDesc, codecs []string) (CodecDesc, error) {
+	switch {
+	case !offer.Addr.IsValid():
+		return CodecDesc{}, fmt.Errorf("%w: the offer's audio stream has no connection address (c=)", ErrSDPInvalid)
+	case offer.Addr.Port() == 0:
+		return CodecDesc{}, fmt.Errorf("%w: the offer's audio stream is disabled (port 0)", ErrSDPInvalid)
+	}
+	codec, ok := offer.Negotiate(codecs)
+	if !ok {
+		return CodecDesc{}, fmt.Errorf("%w (offered %s)", ErrNoCodec, codecNames(offer.Codecs))
+	}
+	return codec, nil
+}
+
+// CheckOffer tells, before anything else is done for the call, whether
+// Answer would refuse the offer with codecs: a gateway must not ring a
+// WhatsApp user for a call its PBX side cannot carry. An INVITE without an
+// offer passes: the offer comes in the ACK. RefuseOffer answers the error.
+func (c *IncomingCall) CheckOffer(codecs []string) error {
+	if c.offer == nil {
+		return nil
+	}
+	_, err := acceptableOffer(c.offer, codecs)
+	return err
+}
+
+// RefuseOffer answers CheckOffer's error: 488 Not Acceptable Here with a
+// Warning naming why (305 for no common codec, 399 otherwise; RFC 3261
+// §20.43).
+func (c *IncomingCall) RefuseOffer(err error) { c.rejectWithWarning(488, err) }
+
 // answerPlan answers the PBX's offer (RFC 3264 §6.1): the first of
 // opt.Codecs the offer has, with the PBX's payload type; telephone-event
 // at the PBX's PT unless opt says none; the direction mirrored; SDES under
 // opt.SRTP. The MediaDesc kept for the gateway is the offer restricted to
 // the negotiated codec, since that is all the PBX may send (§6.1).
 func (d *Dialog) answerPlan(offer *MediaDesc, opt AnswerOptions) (*answerPlan, error) {
-	if !offer.Addr.IsValid() || offer.Addr.Port() == 0 {
-		return nil, fmt.Errorf("%w: the offer's audio stream is disabled", ErrSDPInvalid)
-	}
-	codec, ok := offer.Negotiate(opt.Codecs)
-	if !ok {
-		return nil, fmt.Errorf("%w (offered %s)", ErrNoCodec, codecNames(offer.Codecs))
+	codec, err := acceptableOffer(offer, opt.Codecs)
+	if err != nil {
+		return nil, err
 	}
 	ours := codec
 	if k, ok := KnownCodec(codec.Name); ok && k.Fmtp != "" {

@@ -61,14 +61,7 @@ func TestInboundAcceptDeadlineCancelsAndRejects(t *testing.T) {
 		PBX: pbx.Config{AnswerDelay: 20 * time.Second},
 	})
 	ctx := ctxT(t, 20*time.Second)
-	caller, err := env.Meta.Call(ctx, wasim.CallOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := env.PBX.NextCall(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	caller, pc := rung(t, ctx, env.Meta, env.PBX, wasim.CallOptions{})
 	start := time.Now()
 	if by := pbxEnded(t, pc, 10*time.Second); by != "cancel" || !strings.Contains(pc.ByeReason(), "Q.850;cause=19") {
 		t.Errorf("PBX leg ended by %q with Reason %q, want a CANCEL with Q.850 cause 19 (no answer)", by, pc.ByeReason())
@@ -103,14 +96,7 @@ func TestInboundAcceptFailsByesPBX(t *testing.T) {
 	env := startEnv(t, scenario.Options{})
 	env.Meta.InjectFailure("accept", 400, `{"error":{"message":"Invalid connection info","type":"OAuthException","code":100,"fbtrace_id":"AbCdEf"}}`, 10)
 	ctx := ctxT(t, 20*time.Second)
-	caller, err := env.Meta.Call(ctx, wasim.CallOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := env.PBX.NextCall(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	caller, pc := rung(t, ctx, env.Meta, env.PBX, wasim.CallOptions{})
 	if by := pbxEnded(t, pc, 10*time.Second); by != "bye" {
 		t.Fatalf("PBX leg ended by %q, want a BYE", by)
 	}
@@ -126,14 +112,7 @@ func TestInboundAcceptFailsByesPBX(t *testing.T) {
 func TestInboundCallerHangupWhileRingingCancels(t *testing.T) {
 	env := startEnv(t, scenario.Options{PBX: pbx.Config{AnswerDelay: 15 * time.Second}})
 	ctx := ctxT(t, 20*time.Second)
-	caller, err := env.Meta.Call(ctx, wasim.CallOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := env.PBX.NextCall(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	caller, pc := rung(t, ctx, env.Meta, env.PBX, wasim.CallOptions{})
 	time.Sleep(500 * time.Millisecond) // ringing
 	if err := caller.Hangup(ctx); err != nil {
 		t.Fatal(err)
@@ -168,14 +147,7 @@ func TestInboundEarlyMedia(t *testing.T) {
 			env := startEnv(t, scenario.Options{EarlyMedia: mode, PBX: pbx.Config{EarlyMedia: true, EarlyToneHz: 1500, AnswerDelay: 3 * time.Second}})
 			ctx := ctxT(t, 20*time.Second)
 			early := audio.NewAnalyzer(8000, 1500, -12)
-			caller, err := env.Meta.Call(ctx, wasim.CallOptions{ExpectHz: 1000, OnAudio: early.Add})
-			if err != nil {
-				t.Fatal(err)
-			}
-			pc, err := env.PBX.NextCall(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			caller, pc := rung(t, ctx, env.Meta, env.PBX, wasim.CallOptions{ExpectHz: 1000, OnAudio: early.Add})
 			if err := caller.WaitAccepted(ctx); err != nil {
 				t.Fatal(err)
 			}

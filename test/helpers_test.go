@@ -49,16 +49,57 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 func connected(t *testing.T, env *scenario.Env, o wasim.CallOptions) (*wasim.Caller, *pbx.Call) {
 	t.Helper()
 	ctx := ctxT(t, 30*time.Second)
-	caller, err := env.Meta.Call(ctx, o)
+	caller, pc := rung(t, ctx, env.Meta, env.PBX, o)
+	if err := caller.WaitAccepted(ctx); err != nil {
+		t.Fatalf("never accepted: %v (caller end reason %q)", err, caller.EndReason())
+	}
+	return caller, pc
+}
+
+// toneCriteria is what one direction's audio report must show over a
+// listening window: the share of 20 ms windows holding the tone, the
+// longest gap (0: not judged), and how many windows must have arrived.
+type toneCriteria struct {
+	ratio   float64
+	maxGap  time.Duration
+	windows int
+}
+
+// whole is clean audio: the tone in 98 % of windows, no gap over two frames.
+func whole(windows int) toneCriteria { return toneCriteria{0.98, 40 * time.Millisecond, windows} }
+
+// bothWays is a listen check: the caller hears the PBX's 1000 Hz as c says,
+// and the PBX hears the caller's 440 Hz as p says.
+func bothWays(caller *wasim.Caller, pc *pbx.Call, c, p toneCriteria) func(from, to time.Time, skip []audio.Span) string {
+	judge := func(who string, r audio.Report, k toneCriteria) string {
+		if r.ToneRatio < k.ratio || (k.maxGap > 0 && r.MaxGap > k.maxGap) || r.Windows < k.windows {
+			return fmt.Sprintf("%s in %.1f%% of %d windows, longest gap %v", who, r.ToneRatio*100, r.Windows, r.MaxGap)
+		}
+		return ""
+	}
+	return func(from, to time.Time, skip []audio.Span) string {
+		var msg []string
+		if m := judge("caller heard the PBX's 1000 Hz", caller.Heard().Report(from, to, skip...), c); m != "" {
+			msg = append(msg, m)
+		}
+		if m := judge("PBX heard the caller's 440 Hz", pc.Received().Report(from, to, skip...), p); m != "" {
+			msg = append(msg, m)
+		}
+		return strings.Join(msg, "; ")
+	}
+}
+
+// rung places a call from the Meta simulator and waits, within ctx, until
+// the PBX simulator rings.
+func rung(t *testing.T, ctx context.Context, meta *wasim.Meta, p *pbx.PBX, o wasim.CallOptions) (*wasim.Caller, *pbx.Call) {
+	t.Helper()
+	caller, err := meta.Call(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := env.PBX.NextCall(ctx)
+	pc, err := p.NextCall(ctx)
 	if err != nil {
 		t.Fatalf("PBX never rung: %v", err)
-	}
-	if err := caller.WaitAccepted(ctx); err != nil {
-		t.Fatalf("never accepted: %v (caller end reason %q)", err, caller.EndReason())
 	}
 	return caller, pc
 }

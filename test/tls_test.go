@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ponte-gw/ponte/config"
-	"github.com/ponte-gw/ponte/sim/audio"
 	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sim/scenario"
 	"github.com/ponte-gw/ponte/sim/wasim"
@@ -72,18 +71,7 @@ func TestTLSSRTPCall(t *testing.T) {
 		t.Fatalf("offer %s with %d crypto lines, want RTP/SAVP with 2", off.Proto, len(off.Crypto))
 	}
 	acc := caller.AcceptRespondedAt()
-	listen(t, w, acc.Add(500*time.Millisecond), 5*time.Second, func(from, to time.Time, skip []audio.Span) string {
-		var msg []string
-		heard := caller.Heard().Report(from, to, skip...)
-		if heard.ToneRatio < 0.98 || heard.MaxGap > 40*time.Millisecond || heard.Windows < 240 {
-			msg = append(msg, fmt.Sprintf("caller heard the PBX's 1000 Hz in %.1f%% of %d windows, longest gap %v", heard.ToneRatio*100, heard.Windows, heard.MaxGap))
-		}
-		got := pc.Received().Report(from, to, skip...)
-		if got.ToneRatio < 0.98 || got.MaxGap > 40*time.Millisecond || got.Windows < 240 {
-			msg = append(msg, fmt.Sprintf("PBX heard the caller's 440 Hz in %.1f%% of %d windows, longest gap %v", got.ToneRatio*100, got.Windows, got.MaxGap))
-		}
-		return strings.Join(msg, "; ")
-	})
+	listen(t, w, acc.Add(500*time.Millisecond), 5*time.Second, bothWays(caller, pc, whole(240), whole(240)))
 	on, suite, in, failed := pc.SRTP()
 	if !on || suite != "AES_CM_128_HMAC_SHA1_80" || in < 250 || failed != 0 {
 		t.Errorf("PBX side SRTP on=%v suite=%s decrypted=%d failed=%d", on, suite, in, failed)

@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -46,6 +47,7 @@ type WebhookStats struct {
 	// dropped by Close).
 	Rejected map[string]uint64
 	Unknown  uint64
+	Panics   uint64 // sink panics recovered (the event is dropped, the node goes on)
 }
 
 // Webhook is the http.Handler for Meta's webhook callback URL (ref §2.1, §8 items 1–5).
@@ -71,6 +73,7 @@ type Webhook struct {
 	received  map[string]uint64
 	rejected  map[string]uint64
 	unknown   uint64
+	panics    atomic.Uint64 // sink panics recovered (deliver)
 }
 
 type eventQueue struct{ evs []CallEvent }
@@ -359,6 +362,7 @@ func (w *Webhook) runQueue(key string, q *eventQueue) {
 func (w *Webhook) deliver(ev CallEvent) {
 	defer func() {
 		if p := recover(); p != nil {
+			w.panics.Add(1)
 			w.log.Error("whatsapp: webhook sink panicked", "wacid", ev.CallID, "event", ev.Event,
 				"panic", p, "stack", string(debug.Stack()))
 		}
@@ -400,6 +404,7 @@ func (w *Webhook) Stats() WebhookStats {
 		Received: make(map[string]uint64, len(w.received)),
 		Rejected: make(map[string]uint64, len(w.rejected)),
 		Unknown:  w.unknown,
+		Panics:   w.panics.Load(),
 	}
 	for k, v := range w.received {
 		s.Received[k] = v

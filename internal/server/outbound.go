@@ -138,6 +138,18 @@ func (s *Server) placeCall(ic *sip.IncomingCall) {
 		_ = ic.Reject(503, "Service Unavailable", sip.Header{Name: "Retry-After", Value: strconv.Itoa(int(retry.Round(time.Second) / time.Second))})
 		return
 	}
+	if t := s.cfg.Trunk(ic.Trunk()); t != nil {
+		// The offer is checked before Meta is asked to ring the user: a
+		// call the PBX side cannot carry must not reach the user's phone.
+		if err := ic.CheckOffer(t.Codecs); err != nil {
+			s.Metrics.CallOffered(metrics.DirOutbound, "")
+			s.Metrics.SIPResponse("INVITE", 488, "out")
+			s.Metrics.CallRefused(metrics.DirOutbound, "", "bad_offer")
+			s.log.Info("SIP INVITE refused: unusable SDP offer", "sip_call_id", ic.CallID(), "trunk", ic.Trunk(), "err", err)
+			ic.RefuseOffer(err) // counted first: whoever receives the 488 may read /metrics at once
+			return
+		}
+	}
 	agent := ""
 	if f := req.From(); f != nil {
 		agent = f.Address.User

@@ -83,7 +83,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 }
 
 // NewWithClock is New with the permission ledger on clock (nil: time.Now).
-func NewWithClock(cfg *config.Config, log *slog.Logger, clock func() time.Time) (*Server, error) {
+// wrapStore (issue 8 item 5 fault seam, tests only): when given and non-nil,
+// it wraps the store the record Spool writes to, e.g. with one that fails on
+// demand; reads, /readyz and the API still use the real store.
+func NewWithClock(cfg *config.Config, log *slog.Logger, clock func() time.Time, wrapStore ...func(store.Store) store.Store) (*Server, error) {
 	if clock == nil {
 		clock = time.Now
 	}
@@ -116,6 +119,9 @@ func NewWithClock(cfg *config.Config, log *slog.Logger, clock func() time.Time) 
 		ConnectTimeout:  cfg.Media.ConnectTimeout.D(),
 		SocketBuffer:    cfg.Media.SocketBuffer,
 		Logger:          log,
+
+		DisconnectedTimeout: cfg.Media.ICEDisconnectedTimeout.D(),
+		FailedTimeout:       cfg.Media.ICEFailedTimeout.D(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("webrtc: %w", err)
@@ -156,12 +162,17 @@ func NewWithClock(cfg *config.Config, log *slog.Logger, clock func() time.Time) 
 		log.Warn("calls cut by the last stop recorded as interrupted", "calls", n)
 	}
 	s.StoreCheck = s.Store
-	s.Spool = store.NewSpool(s.Store, store.SpoolOptions{Logger: log})
+	var spoolInner store.Store = s.Store
+	if len(wrapStore) > 0 && wrapStore[0] != nil { // fault seam, see NewWithClock
+		spoolInner = wrapStore[0](s.Store)
+	}
+	s.Spool = store.NewSpool(spoolInner, store.SpoolOptions{Logger: log})
 	s.Metrics.WatchStoreSpool(s.Spool.Stats)
 	s.CPU = metrics.NewCPULoad(cfg.Admission.CPUWindow.D(), time.Second, nil)
 	s.Metrics.WatchCPU(s.CPU.Load)
 	s.Gateway = gateway.New(gateway.Deps{Config: cfg, Graph: s.Graph, WebRTC: s.RTC, SIP: s.UA, Logger: log,
-		Observer: s.Metrics, CPU: s.CPU, Store: s.Spool, Permits: s.newPermits()})
+		Observer: s.Metrics, CPU: s.CPU, Store: s.Spool, Permits: s.newPermits(),
+		Live: s.Store}) // CRASH: live rows for crash recovery (recover.go)
 	// PBX-originated calls (business-initiated): authenticated by package
 	// sip, admitted and placed by placeCall (outbound.go).
 	if err := s.startSIPServer(); err != nil {
@@ -186,6 +197,10 @@ func NewWithClock(cfg *config.Config, log *slog.Logger, clock func() time.Time) 
 			"invite_limited": st.InviteLimited, "scanner": st.Scanners, "stranger": st.Strangers,
 			"banned": st.Banned, "ban_dropped": st.BanDropped, "banned_now": st.BannedNow}
 	})
+	s.Metrics.WatchPanics(func() map[string]uint64 {
+		return map[string]uint64{"media": gateway.MediaPanics(), "sip": s.UA.ServerStats().Panics,
+			"webhook": s.Webhook.Stats().Panics}
+	})
 	s.Metrics.WatchWebhook(func() (received, rejected map[string]uint64) {
 		st := s.Webhook.Stats()
 		return st.Received, st.Rejected
@@ -198,6 +213,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.UA.Start(ctx); err != nil {
 		return fmt.Errorf("sip: %w", err)
 	}
+	s.recoverLive(ctx) // CRASH: BYE + terminate for calls a crash left, before the webhook listens (recover.go)
 	if err := s.startRegistrations(ctx); err != nil {
 		return err
 	}

@@ -48,7 +48,7 @@ type Call struct {
 	placed    bool   // the simulator sent the INVITE (dial.go)
 	user      string // the Contact's user part
 	sessID    uint64
-	rtp       *net.UDPConn
+	rtp       rtpConn // the call's RTP socket, impaired when Config.Impair is set (impair.go)
 	local     netip.AddrPort
 	tsStep    uint32
 	txDTMFPT  uint8 // PT of the RFC 4733 events it sends
@@ -100,7 +100,7 @@ func newCallBase(p *PBX, callID, transport string) (*Call, error) {
 	}
 	return &Call{
 		p: p, callID: callID, localTag: randHex(8), transport: strings.ToUpper(transport), user: "pbx",
-		sessID: rand.Uint64N(1 << 62), rtp: conn, local: conn.LocalAddr().(*net.UDPAddr).AddrPort(),
+		sessID: rand.Uint64N(1 << 62), rtp: p.wrapRTP(conn), local: conn.LocalAddr().(*net.UDPAddr).AddrPort(),
 		txDTMFPT: p.cfg.DTMFPT,
 		rxSizes:  map[int]int{}, rxPTs: map[uint8]int{},
 		analyzer: audio.NewAnalyzer(8000, p.cfg.ExpectToneHz, p.cfg.ExpectDBFS),

@@ -24,6 +24,7 @@ import (
 	"github.com/icholy/digest"
 	"github.com/pion/rtp"
 
+	"github.com/ponte-gw/ponte/internal/impair"
 	"github.com/ponte-gw/ponte/sim/audio"
 	psip "github.com/ponte-gw/ponte/sip"
 )
@@ -96,6 +97,9 @@ type Config struct {
 	// DTMFInband makes SendDTMF play the digits as ITU-T Q.23 tones in the
 	// audio (a PBX without telephone-event or INFO).
 	DTMFInband bool
+	// Impair degrades each call's RTP socket (both directions unless its
+	// Dir says otherwise; impair.go).
+	Impair *impair.Model
 }
 
 // PBX is a running simulator.

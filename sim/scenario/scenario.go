@@ -15,6 +15,7 @@ import (
 	"github.com/ponte-gw/ponte/internal/server"
 	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sim/wasim"
+	"github.com/ponte-gw/ponte/store"
 )
 
 // Fixed identities of the simulated business.
@@ -53,6 +54,8 @@ type Options struct {
 	// permissions and limits (nil: the wall clock).
 	Clock  func() time.Time
 	Logger *slog.Logger
+	// WrapStore wraps the store the record spool writes to (store fault tests, issue 8 item 5).
+	WrapStore func(store.Store) store.Store
 }
 
 // Env is a running gateway with its simulators.
@@ -154,7 +157,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		return nil, err
 	}
 	e.Config = cfg
-	e.Server, err = server.NewWithClock(cfg, o.Logger.With("node", "ponte"), o.Clock)
+	e.Server, err = server.NewWithClock(cfg, o.Logger.With("node", "ponte"), o.Clock, o.WrapStore)
 	if err != nil {
 		e.Close()
 		return nil, err

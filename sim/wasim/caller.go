@@ -7,6 +7,8 @@ import (
 	"time"
 
 	pwebrtc "github.com/pion/webrtc/v4"
+
+	"github.com/ponte-gw/ponte/internal/impair"
 )
 
 // CallOptions describe the WhatsApp user who calls.
@@ -27,10 +29,14 @@ type CallOptions struct {
 	// DeadMedia: the caller's relay never answers ICE (the answer is accepted by
 	// the Graph API but never applied), so the gateway's ICE/DTLS cannot complete.
 	DeadMedia bool
+	// StopMediaAfter > 0: that long after media starts, the caller's network goes dead (faults.go).
+	StopMediaAfter time.Duration
 	// OnAudio sees every decoded 8 kHz frame the caller hears, with its arrival time.
 	OnAudio func(pcm []int16, at time.Time)
 	// Replay makes the caller's voice a pre-encoded loop (load generation, media.go).
 	Replay *Replay
+	// Impair degrades the caller's media socket (impair.go).
+	Impair *impair.Model
 }
 
 // Marker sequence used by CallOptions.Marker and by HeardMarkers; a PBX simulator measuring
@@ -58,7 +64,7 @@ func (o *CallOptions) setDefaults(now time.Time) {
 
 func (o *CallOptions) media() mediaOptions {
 	return mediaOptions{ToneHz: o.ToneHz, ToneDBFS: o.ToneDBFS, ExpectHz: o.ExpectHz, ExpectDBFS: o.ExpectDBFS,
-		Marker: o.Marker, DTMFDropEnd: o.DTMFDropEnd, OnAudio: o.OnAudio, Replay: o.Replay}
+		Marker: o.Marker, DTMFDropEnd: o.DTMFDropEnd, OnAudio: o.OnAudio, Replay: o.Replay, Impair: o.Impair}
 }
 
 type callState int
@@ -261,6 +267,7 @@ func (c *Caller) onAcceptResponded() {
 	c.acceptRespondedAt = time.Now()
 	c.mu.Unlock()
 	if c.startMedia() {
+		c.scheduleMediaStop()
 		close(c.accepted)
 		c.m.userConnected(c.opts.From, c.opts.BSUID)
 	}

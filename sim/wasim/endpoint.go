@@ -13,6 +13,7 @@ import (
 	"github.com/pion/sdp/v3"
 	pwebrtc "github.com/pion/webrtc/v4"
 
+	"github.com/ponte-gw/ponte/internal/impair"
 	"github.com/ponte-gw/ponte/sim/audio"
 	"github.com/ponte-gw/ponte/transcode"
 	"github.com/ponte-gw/ponte/webrtc"
@@ -30,6 +31,7 @@ type endpoint struct {
 	pc    *pwebrtc.PeerConnection
 	mux   ice.UDPMux
 	wire  *wireCounter
+	hole  *blackhole // between the mux and wire: CallOptions.StopMediaAfter (faults.go)
 	track *webrtc.RawTrack
 	tr    *pwebrtc.RTPTransceiver
 	rec   *recorder
@@ -59,7 +61,8 @@ type mediaOptions struct {
 	Marker               bool    // speak the marker sequence instead of the tone
 	DTMFDropEnd          bool
 	OnAudio              func(pcm []int16, at time.Time)
-	Replay               *Replay // pre-encoded voice and socket-level hooks (media.go)
+	Replay               *Replay       // pre-encoded voice and socket-level hooks (media.go)
+	Impair               *impair.Model // CallOptions.Impair (impair.go)
 }
 
 func (o *mediaOptions) setDefaults() {
@@ -99,9 +102,10 @@ func (e *endpoint) newPeer(answering bool) error {
 	if err != nil {
 		return fmt.Errorf("wasim: listen: %w", err)
 	}
-	e.wire = &wireCounter{PacketConn: udp}
+	e.wire = &wireCounter{PacketConn: e.impairConn(udp)}
 	lf := webrtc.NewPionLoggerFactory(e.m.log)
-	e.mux = pwebrtc.NewICEUDPMux(lf.NewLogger("mux"), e.wire)
+	e.hole = &blackhole{PacketConn: e.wire}
+	e.mux = pwebrtc.NewICEUDPMux(lf.NewLogger("mux"), e.hole)
 
 	me := &pwebrtc.MediaEngine{}
 	if err := webrtc.RegisterMetaCodecs(me, webrtc.OpusFmtp); err != nil {
