@@ -391,6 +391,7 @@ func (c *call) dialTarget(at attempt, ar *AttemptRecord, leg metaLeg, rtpSess *s
 	// A target that sends no 100/18x in time is dead (RFC 3261 §17.1.1.2
 	// would wait 32 s for Timer B): give up on it at once.
 	var provisional atomic.Bool
+	ringing := make(chan struct{}, 1) // CRASH: the first provisional: persist the INVITE to CANCEL it after a crash
 	deadTimer := time.AfterFunc(target.NoProvisionalTimeout.D(), func() {
 		if !provisional.Load() {
 			dialCancel(c.withReason(ErrNoProvisional))
@@ -407,6 +408,10 @@ func (c *call) dialTarget(at attempt, ar *AttemptRecord, leg metaLeg, rtpSess *s
 		Media:       rtpSess,
 		OnProvisional: func(code int, _ string, md *sip.MediaDesc) {
 			provisional.Store(true)
+			select {
+			case ringing <- struct{}{}:
+			default:
+			}
 			if earlyAnswer && md != nil && code >= 180 {
 				select {
 				case early <- md:
@@ -433,6 +438,9 @@ wait:
 		select {
 		case res = <-answered:
 			break wait
+		case <-ringing:
+			c.liveEarly(dlg) // CRASH (livecalls.go): on the call's goroutine, not the SIP one
+			ringing = nil
 		case md := <-early:
 			// Trunk says early_media: answer: accept on the first 18x with SDP,
 			// so the PBX's announcement reaches the caller. From here any

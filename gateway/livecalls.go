@@ -59,6 +59,22 @@ func (c *call) liveDialog(d *sip.Dialog) {
 	c.livePut()
 }
 
+// liveEarly records the INVITE that rings the PBX now (after its first
+// provisional response: RFC 3261 §9.1 sends no CANCEL before one), so that a
+// crash while it rings leaves a CANCEL to send, not an agent's phone ringing
+// for a dead call. A confirmed dialog (liveDialog) replaces it.
+func (c *call) liveEarly(d *sip.Dialog) {
+	if c.g.live == nil || d == nil {
+		return
+	}
+	st, ok := d.EarlyState()
+	if !ok {
+		return
+	}
+	c.liveDlg = &st
+	c.livePut()
+}
+
 // liveEnd removes the row once the call ended normally (Meta and the PBX
 // have been told).
 func (c *call) liveEnd() {
@@ -81,6 +97,7 @@ func LiveDialogOf(st sip.DialogState) store.LiveDialog {
 		LocalURI: st.LocalURI, RemoteURI: st.RemoteURI, RemoteTarget: st.RemoteTarget,
 		RouteSet: st.RouteSet, CSeq: st.CSeq, Transport: st.Transport, Dest: st.Dest,
 		ViaHost: st.ViaHost, RewriteContact: st.RewriteContact,
+		InviteURI: st.InviteURI, ViaSentBy: st.ViaSentBy, Branch: st.Branch,
 	}
 }
 
@@ -91,5 +108,6 @@ func DialogStateOf(ld store.LiveDialog) sip.DialogState {
 		LocalURI: ld.LocalURI, RemoteURI: ld.RemoteURI, RemoteTarget: ld.RemoteTarget,
 		RouteSet: ld.RouteSet, CSeq: ld.CSeq, Transport: ld.Transport, Dest: ld.Dest,
 		ViaHost: ld.ViaHost, RewriteContact: ld.RewriteContact,
+		InviteURI: ld.InviteURI, ViaSentBy: ld.ViaSentBy, Branch: ld.Branch,
 	}
 }

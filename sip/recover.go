@@ -55,6 +55,13 @@ type DialogState struct {
 	// RewriteContact: requests go to Dest, not to the remote target's
 	// host:port (a PBX behind NAT; NAT.RewriteContact).
 	RewriteContact bool
+
+	// An early state (EarlyState, recover_cancel.go) is an INVITE still
+	// ringing: its Request-URI and top Via, to CANCEL it. CSeq is then the
+	// INVITE's, RemoteTag and RemoteTarget are empty.
+	InviteURI string
+	ViaSentBy string // host:port
+	Branch    string
 }
 
 // State returns the dialog's state once it is confirmed (false before, or

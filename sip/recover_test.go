@@ -99,3 +99,50 @@ func TestByeFromStateUAS(t *testing.T) {
 		t.Fatal("the PBX's dialog did not end by a BYE")
 	}
 }
+
+// TestCancelFromState: ponte dials the PBX simulator, which rings; ponte
+// persists the INVITE's early state and "crashes"; a new UA cancels the
+// ringing call from the state alone: the PBX matches the CANCEL to its
+// INVITE (branch, sent-by), answers it 200 and stops ringing.
+func TestCancelFromState(t *testing.T) {
+	p := startPBX(t, pbx.Config{AnswerDelay: 20 * time.Second})
+	u := newUA(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := u.Dial(ctx, sip.DialRequest{Trunk: trunkFor(p, "udp"), Target: "1000", FromUser: "+5511999990000", Media: newRTP(t, u)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := nextCall(t, p)
+	var st sip.DialogState
+	waitFor(t, func() bool {
+		var ok bool
+		st, ok = d.EarlyState()
+		return ok
+	}, "the early state after the PBX's 180")
+	inv := call.Invite()
+	branch, _ := inv.Via().Params.Get("branch")
+	if !st.Early() || st.Branch != branch || st.CallID != inv.CallID().Value() || st.CSeq != inv.CSeq().SeqNo ||
+		st.InviteURI != inv.Recipient.String() {
+		t.Fatalf("early state %+v does not match the INVITE %s (branch %s)", st, inv.StartLine(), branch)
+	}
+	if _, ok := d.State(); ok {
+		t.Fatal("a ringing dialog reported a confirmed state")
+	}
+	u.Close() // the crash
+
+	select {
+	case <-call.Ended():
+		t.Fatal("the PBX call ended with the UA's close")
+	case <-time.After(100 * time.Millisecond):
+	}
+	u2 := newUA(t)
+	code, err := u2.CancelFromState(ctx, st, sip.Reason{Protocol: "Q.850", Cause: 41, Text: "ponte restarted"})
+	if err != nil || code != 200 {
+		t.Fatalf("CancelFromState = %d, %v", code, err)
+	}
+	waitClosed(t, call.Ended(), "the PBX call to end")
+	if call.EndedBy() != "cancel" {
+		t.Fatalf("PBX call ended by %q, want cancel", call.EndedBy())
+	}
+}

@@ -60,11 +60,16 @@ type LiveDialog struct {
 	// RewriteContact: in-dialog requests go to Dest, not to the remote
 	// target (a PBX behind NAT, sip.NAT.RewriteContact).
 	RewriteContact bool
+	// An INVITE still ringing (RemoteTag empty): its Request-URI and top
+	// Via, to CANCEL it (RFC 3261 §9.1); CSeq is the INVITE's.
+	InviteURI string
+	ViaSentBy string // host:port
+	Branch    string
 }
 
 const liveCols = `id, wacid, direction, phone_number_id, accepted, started, sip_role, sip_call_id,
 	local_tag, remote_tag, local_uri, remote_uri, remote_target, route_set, local_cseq,
-	transport, dest, via_host, rewrite_contact, updated`
+	transport, dest, via_host, rewrite_contact, updated, invite_uri, via_sent_by, branch`
 
 // PutLive writes the row of lc.ID.
 func (s *SQLite) PutLive(ctx context.Context, lc LiveCall) error {
@@ -96,10 +101,11 @@ func (s *SQLite) PutLive(ctx context.Context, lc LiveCall) error {
 		return fmt.Errorf("store: live call %s: %w", lc.ID, err)
 	}
 	_, err = s.w.ExecContext(ctx, `INSERT OR REPLACE INTO live_calls (`+liveCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		lc.ID, lc.WACID, string(lc.Direction), lc.PhoneNumberID, boolInt(lc.Accepted), lc.Started.UnixNano(),
 		d.Role, d.CallID, d.LocalTag, d.RemoteTag, d.LocalURI, d.RemoteURI, d.RemoteTarget, string(rs),
-		int64(d.CSeq), d.Transport, d.Dest, d.ViaHost, boolInt(d.RewriteContact), time.Now().UnixNano())
+		int64(d.CSeq), d.Transport, d.Dest, d.ViaHost, boolInt(d.RewriteContact), time.Now().UnixNano(),
+		d.InviteURI, d.ViaSentBy, d.Branch)
 	if err != nil {
 		return fmt.Errorf("store: live call %s: %w", lc.ID, err)
 	}
@@ -147,7 +153,7 @@ func scanLive(rows *sql.Rows) (LiveCall, error) {
 	)
 	if err := rows.Scan(&lc.ID, &lc.WACID, &dir, &lc.PhoneNumberID, &accepted, &started, &d.Role, &d.CallID,
 		&d.LocalTag, &d.RemoteTag, &d.LocalURI, &d.RemoteURI, &d.RemoteTarget, &rs, &cseq,
-		&d.Transport, &d.Dest, &d.ViaHost, &rewrite, &updated); err != nil {
+		&d.Transport, &d.Dest, &d.ViaHost, &rewrite, &updated, &d.InviteURI, &d.ViaSentBy, &d.Branch); err != nil {
 		return LiveCall{}, fmt.Errorf("store: list live calls: %w", err)
 	}
 	if err := json.Unmarshal([]byte(rs), &d.RouteSet); err != nil {

@@ -24,10 +24,14 @@ func TestLiveCallsRoundTrip(t *testing.T) {
 		},
 	}
 	out := LiveCall{ID: "c-out", WACID: "", Direction: Outbound, PhoneNumberID: "5678", Started: t0.Add(time.Second)}
+	ringing := LiveCall{ID: "c-ring", WACID: "wacid.RING", Direction: Inbound, PhoneNumberID: "1234", Started: t0.Add(1500 * time.Millisecond),
+		Dialog: &LiveDialog{Role: "uac", CallID: "ring@ponte", LocalTag: "lt2", LocalURI: "<sip:5511@ponte.example>",
+			RemoteURI: "<sip:1000@pbx.example>", CSeq: 12, Transport: "UDP", Dest: "10.0.0.5:5070",
+			InviteURI: "sip:1000@pbx.example:5070", ViaSentBy: "203.0.113.7:5060", Branch: "z9hG4bKring"}}
 	tcp := LiveCall{ID: "c-tcp", WACID: "wacid.TCP", Direction: Outbound, PhoneNumberID: "5678", Accepted: true, Started: t0.Add(2 * time.Second),
 		Dialog: &LiveDialog{Role: "uas", CallID: "pbx-1", LocalTag: "a", RemoteTag: "b", RemoteTarget: "sip:pbx@10.0.0.9:5060;transport=tcp",
 			CSeq: 7, Transport: "TCP", Dest: "10.0.0.9:40001", RewriteContact: true}}
-	for _, lc := range []LiveCall{uac, out, tcp} {
+	for _, lc := range []LiveCall{uac, out, ringing, tcp} {
 		if err := s.PutLive(ctx, lc); err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +48,7 @@ func TestLiveCallsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []LiveCall{uac, out, tcp}
+	want := []LiveCall{uac, out, ringing, tcp}
 	if len(got) != len(want) {
 		t.Fatalf("got %d rows, want %d: %+v", len(got), len(want), got)
 	}
@@ -61,7 +65,7 @@ func TestLiveCallsRoundTrip(t *testing.T) {
 			t.Errorf("row %d:\n got %+v %+v\nwant %+v %+v", i, got[i], got[i].Dialog, want[i], want[i].Dialog)
 		}
 	}
-	for _, id := range []string{"c-in", "c-out", "c-tcp", "never-there"} {
+	for _, id := range []string{"c-in", "c-out", "c-ring", "c-tcp", "never-there"} {
 		if err := s2.DeleteLive(ctx, id); err != nil {
 			t.Fatal(err)
 		}

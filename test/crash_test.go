@@ -323,15 +323,28 @@ func TestCrashRecovery(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.pbx.NextCall(ctx); err != nil {
+		pc, err := e.pbx.NextCall(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
-		lc := e.waitLive(func(r store.LiveCall) bool { return r.WACID == caller.ID() })
-		if lc.Accepted || lc.Dialog != nil {
-			t.Fatalf("ringing call's live row %+v: want not accepted, no dialog", lc)
+		// The PBX's 180 makes the INVITE cancellable: its early state is saved.
+		lc := e.waitLive(func(r store.LiveCall) bool { return r.WACID == caller.ID() && r.Dialog != nil })
+		inv := pc.Invite()
+		branch, _ := inv.Via().Params.Get("branch")
+		if lc.Accepted || lc.Dialog.RemoteTag != "" || lc.Dialog.Branch != branch || lc.Dialog.CallID != inv.CallID().Value() {
+			t.Fatalf("ringing call's live row %+v dialog %+v: want not accepted, the INVITE's early state (branch %s)", lc, lc.Dialog, branch)
 		}
 		e.kill()
+		select {
+		case <-pc.Ended():
+			t.Fatal("the PBX stopped ringing when ponte died")
+		case <-time.After(200 * time.Millisecond):
+		}
 		e.start()
+		// No agent's phone keeps ringing for the dead call: CANCEL (RFC 3261 §9.1).
+		if by := pbxEnded(t, pc, 5*time.Second); by != "cancel" {
+			t.Errorf("the ringing PBX call ended by %q, want cancel", by)
+		}
 		if !waitFor(5*time.Second, func() bool { return e.metaActions(lc.WACID)["reject"] >= 1 }) {
 			t.Fatalf("no reject for the unaccepted call; Graph requests %v", e.metaActions(lc.WACID))
 		}

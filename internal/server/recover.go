@@ -83,10 +83,18 @@ func (s *Server) recoverCall(ctx context.Context, lc store.LiveCall) {
 			}
 		}()
 	}
-	callID := ""
+	callID, sipAction := "", ""
 	if lc.Dialog != nil {
 		callID = lc.Dialog.CallID
-		byeCode, byeErr = s.UA.ByeFromState(ctx, gateway.DialogStateOf(*lc.Dialog), recoverReason)
+		st := gateway.DialogStateOf(*lc.Dialog)
+		if st.Early() {
+			// The PBX was still ringing: CANCEL the INVITE (RFC 3261 §9.1).
+			sipAction = "CANCEL"
+			byeCode, byeErr = s.UA.CancelFromState(ctx, st, recoverReason)
+		} else {
+			sipAction = "BYE"
+			byeCode, byeErr = s.UA.ByeFromState(ctx, st, recoverReason)
+		}
 	}
 	wg.Wait()
 
@@ -99,7 +107,7 @@ func (s *Server) recoverCall(ctx context.Context, lc store.LiveCall) {
 
 	s.log.Warn("crash recovery: interrupted call ended", "call_id", lc.ID, "wacid", lc.WACID, "sip_call_id", callID,
 		"direction", lc.Direction, "meta_action", action, "meta_err", errText(metaErr),
-		"bye_code", byeCode, "bye_err", errText(byeErr), "record_err", errText(recErr), "row_err", errText(delErr))
+		"sip_action", sipAction, "sip_code", byeCode, "sip_err", errText(byeErr), "record_err", errText(recErr), "row_err", errText(delErr))
 }
 
 // ensureInterruptedRecord leaves a record for the call: CloseInterrupted
