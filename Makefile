@@ -10,7 +10,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # "context deadline exceeded" and no crasher.
 FUZZTIME ?= 20000x
 
-.PHONY: all build demo test test-ops test-unit test-media fuzz-smoke vet bench vulncheck deps deps-test clean
+.PHONY: all build demo test test-ops test-unit test-media fuzz-smoke vet bench vulncheck soak deps deps-test clean
 
 all: build
 
@@ -70,6 +70,14 @@ fuzz-smoke:
 # and the bare relay used as the "bare parts" reference.
 bench: deps
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem ./transcode/ ./gateway/ ./sip/ ./webrtc/ ./internal/bare/
+
+# 30 minutes of continuous calls through a running gateway (docs/soak.md):
+# RSS, goroutines and open fds sampled, with a pause to no calls every 5 min,
+# and judged flat. Not part of `make test` or CI. Report in bin/soak.txt and
+# bin/soak.json, heap profiles at each pause in bin/soak-heap; the exit
+# status is ponte's (non-zero: not flat, or a call failed).
+soak: build
+	@{ nice -n 5 ./bin/ponte load -soak -soak-json bin/soak.json -heap-profiles bin/soak-heap; echo $$? > bin/soak.rc; } | tee bin/soak.txt; exit $$(cat bin/soak.rc)
 
 # Known vulnerabilities in the code paths ponte calls (govulncheck, pinned).
 # It needs the Go vulnerability database (vuln.go.dev, or a mirror named by

@@ -93,6 +93,14 @@ schedule:
 	return res
 }
 
+// caller is the number of the i-th call's caller (Options.Callers).
+func (r *runner) caller(i int) int {
+	if r.o.Callers > 0 {
+		return i % r.o.Callers
+	}
+	return i
+}
+
 // inProgress counts a call between accept and hang-up; the returned func ends it.
 func (r *runner) inProgress() func() {
 	n := r.active.Add(1)
@@ -118,7 +126,7 @@ func (r *runner) call(ctx context.Context, i int) (res CallResult) {
 	media := !r.o.NoMedia
 	callerTx, callerRx := newFlow(false), newFlow(media)
 	caller, err := r.meta.Call(sctx, wasim.CallOptions{
-		From: fmt.Sprintf("55119%08d", i), Name: fmt.Sprintf("Load %d", i), ToneHz: callerHz, ExpectHz: pbxHz,
+		From: fmt.Sprintf("55119%08d", r.caller(i)), Name: fmt.Sprintf("Load %d", i), ToneHz: callerHz, ExpectHz: pbxHz,
 		Replay: &wasim.Replay{
 			Frames: r.callerLoop, OnSent: callerTx.onSent,
 			OnRTP: func(h *rtp.Header, _ time.Time) { callerRx.onRTP(h) },

@@ -30,6 +30,8 @@ type gatewayConf struct {
 	Codec         string // the only codec of the trunk
 	LogLevel      string
 	RTPTimeout    time.Duration // media.rtp_timeout (default 60 s)
+	StoreDSN      string        // a SQLite file for the call records; empty: the in-memory store
+	Pprof         bool          // serve /debug/pprof on the admin listener (soak heap profiles)
 }
 
 // configYAML is a complete ponte config with everything on loopback. It is written as
@@ -41,6 +43,7 @@ log: { level: %[7]s, format: text }
 http:
   public: "%[1]s"
   admin: "%[2]s"
+  pprof: %[18]t
 whatsapp:
   graph_url: "%[4]s"
   access_token: "%[8]s"
@@ -69,8 +72,17 @@ sip:
 routes:
   support:
     targets: [ { uri: "sip:agent@%[5]s", trunk: pbx, ring_timeout: 25s } ]
-store: { driver: memory }
+store: %[17]s
 `
+
+// storeYAML is the store: line's value: the in-memory SQLite store (every record stays in
+// the gateway's memory) or a file, as in production.
+func storeYAML(dsn string) string {
+	if dsn == "" {
+		return "{ driver: memory }"
+	}
+	return fmt.Sprintf("{ driver: sqlite, dsn: %q }", dsn)
+}
 
 // writeConfig writes dir/ponte.yaml and checks that ponte would accept it.
 func writeConfig(dir string, c gatewayConf) (string, error) {
@@ -79,7 +91,7 @@ func writeConfig(dir string, c gatewayConf) (string, error) {
 	}
 	body := fmt.Sprintf(configYAML, c.Public, c.Admin, c.WebRTCPort, c.GraphURL, c.PBXAddr, c.Codec, c.LogLevel,
 		scenario.AccessToken, scenario.AppSecret, scenario.VerifyToken, scenario.PhoneNumberID, scenario.DisplayNumber,
-		c.RTPTimeout, gwJitterFrames, gwOpusComplexity, gwOpusBitrate)
+		c.RTPTimeout, gwJitterFrames, gwOpusComplexity, gwOpusBitrate, storeYAML(c.StoreDSN), c.Pprof)
 	path := filepath.Join(dir, "ponte.yaml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		return "", err

@@ -57,6 +57,16 @@ type Options struct {
 	// GatewayCPUs and LoadgenCPUs pin the gateway child and this process (taskset -c
 	// syntax, e.g. "0" and "1"); empty: not pinned.
 	GatewayCPUs, LoadgenCPUs string
+	// StoreFile keeps the gateway's call records in a SQLite file in Dir, as in production,
+	// instead of the in-memory store (which holds every record in the gateway's RSS).
+	StoreFile bool
+	// Callers is how many distinct WhatsApp numbers call (cycled); 0: a new one per call.
+	// The gateway remembers each caller's agent for the sticky-agent window (at least an
+	// hour), so a soak with a new number per call grows that memory for its whole run.
+	Callers int
+	// Soak, if set, runs calls continuously for Duration with quiescent baselines and samples
+	// the gateway's RSS, goroutines and fds over time (soak.go); Report.Soak has the verdict.
+	Soak *SoakOptions
 }
 
 // Audio pass criteria (brief: the expected tone in >= 98 % of windows). The window count is
@@ -83,7 +93,7 @@ func (o *Options) normalize() error {
 	if o.Hold == 0 {
 		o.Hold = 5 * time.Second
 	}
-	if o.Calls < 0 || o.Concurrency < 0 || o.Rate < 0 || o.Hold < 0 || o.Settle < 0 || o.Duration < 0 {
+	if o.Calls < 0 || o.Callers < 0 || o.Concurrency < 0 || o.Rate < 0 || o.Hold < 0 || o.Settle < 0 || o.Duration < 0 {
 		return fmt.Errorf("%w: calls, concurrency, rate, hold, settle and duration must not be negative", ErrOptions)
 	}
 	for _, l := range []string{o.GatewayCPUs, o.LoadgenCPUs} {
@@ -113,10 +123,21 @@ func (o *Options) normalize() error {
 	if o.LogLevel == "" {
 		o.LogLevel = "warn"
 	}
+	if o.Soak != nil {
+		o.Soak.normalize(o)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return nil
+}
+
+// storeDSN is the records file in dir when a file store is asked for.
+func storeDSN(file bool, dir string) string {
+	if !file {
+		return ""
+	}
+	return filepath.Join(dir, "ponte.db")
 }
 
 // Run starts the simulators and the gateway, places the calls and reports. The error is for
@@ -206,6 +227,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		PBXAddr: pbxSim.Addr().String(), Codec: o.Codec, LogLevel: o.LogLevel,
 		// A silent PBX (-media=false) must not trip the gateway's RTP timeout during a hold.
 		RTPTimeout: max(60*time.Second, 2*o.Hold),
+		StoreDSN:   storeDSN(o.StoreFile, dir),
+		Pprof:      o.Soak != nil && o.Soak.HeapProfiles != "",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: config: %w", err)
@@ -259,7 +282,11 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	ticks0, cerr := procstat.CPUTicks(pid)
 	self0 := procstat.SelfCPU()
 	t0 := time.Now()
-	rep.Results = r.placeCalls(ctx)
+	if o.Soak != nil {
+		rep.Results, rep.Soak = r.soak(ctx, pid, admin)
+	} else {
+		rep.Results = r.placeCalls(ctx)
+	}
 	ticks1, cerr1 := procstat.CPUTicks(pid)
 	self1 := procstat.SelfCPU()
 	t1 := time.Now()

@@ -163,6 +163,9 @@ type Report struct {
 	LoadgenCPUList    string  `json:"loadgen_cpus_allowed"`
 	DurationLimit     string  `json:"duration,omitempty"`
 
+	// Soak is the soak's samples and verdict (Options.Soak; nil otherwise).
+	Soak *SoakReport `json:"soak,omitempty"`
+
 	Results []CallResult `json:"call_results"`
 }
 
