@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -136,34 +137,12 @@ func (u *UA) dialogFromState(st DialogState) (*Dialog, error) {
 	if st.CallID == "" || st.LocalTag == "" || st.RemoteTag == "" {
 		return nil, bad("Call-ID and both tags are required")
 	}
-	// The state comes back from disk: a damaged row must not put line
-	// breaks into a header (URIs and routes are parsed below).
-	for _, v := range append([]string{st.CallID, st.LocalTag, st.RemoteTag, st.LocalURI, st.RemoteURI,
-		st.RemoteTarget, st.ViaHost, st.Dest}, st.RouteSet...) {
-		if strings.ContainsAny(v, "\r\n\x00") {
-			return nil, bad("control characters")
-		}
-	}
-	tr := strings.ToUpper(st.Transport)
-	if tr == "" {
-		tr = "UDP"
-	}
-	lap, ok := u.listenerFor(strings.ToLower(tr))
-	if !ok {
-		return nil, fmt.Errorf("%w: no %s listener", ErrConfig, tr)
-	}
-	var target sip.Uri
-	if err := sip.ParseUri(st.RemoteTarget, &target); err != nil || target.Host == "" {
-		return nil, bad("remote target " + SanitizeHeaderValue(st.RemoteTarget, 128))
-	}
-	local, lp, ln, err := parseNameAddr(st.LocalURI)
+	sp, err := u.parseState(st, st.RemoteTarget, "remote target", append([]string{st.RemoteTag, st.RemoteTarget, st.ViaHost}, st.RouteSet...)...)
 	if err != nil {
-		return nil, bad("local URI")
+		return nil, err
 	}
-	remote, rp, rn, err := parseNameAddr(st.RemoteURI)
-	if err != nil {
-		return nil, bad("remote URI")
-	}
+	tr, lap, target := sp.tr, sp.lap, sp.uri
+	local, lp, ln, remote, rp, rn := sp.local, sp.lp, sp.ln, sp.remote, sp.rp, sp.rn
 	for _, rt := range st.RouteSet {
 		var ru sip.Uri
 		hp := sip.NewParams()
@@ -171,8 +150,6 @@ func (u *UA) dialogFromState(st DialogState) (*Dialog, error) {
 			return nil, bad("route " + SanitizeHeaderValue(rt, 128))
 		}
 	}
-	lp.Remove("tag")
-	rp.Remove("tag")
 	d := &Dialog{
 		ua: u, role: role, transport: tr, dest: st.Dest, viaPort: lap.Port(),
 		callID: st.CallID, localTag: st.LocalTag, remoteTag: st.RemoteTag,
@@ -203,6 +180,54 @@ func (u *UA) dialogFromState(st DialogState) (*Dialog, error) {
 		d.from = sip.FromHeader{DisplayName: rn, Address: remote, Params: rp}
 	}
 	return d, nil
+}
+
+// stateParts is what both recovery builders (BYE, CANCEL) read from a
+// persisted state.
+type stateParts struct {
+	tr     string         // UDP | TCP | TLS
+	lap    netip.AddrPort // this UA's listener for tr
+	uri    sip.Uri        // the Request-URI
+	local  sip.Uri        // LocalURI, tag removed
+	lp     sip.HeaderParams
+	ln     string
+	remote sip.Uri // RemoteURI, tag removed
+	rp     sip.HeaderParams
+	rn     string
+}
+
+// parseState checks and parses the parts of st every request from it
+// needs, with uri (named what in errors) as the Request-URI. The state comes
+// back from disk: a damaged row must not put line breaks into a header, so
+// st's identifiers and extra are refused with any CR, LF or NUL.
+func (u *UA) parseState(st DialogState, uri, what string, extra ...string) (stateParts, error) {
+	bad := func(what string) error { return fmt.Errorf("%w: %s", ErrBadState, what) }
+	for _, v := range append([]string{st.CallID, st.LocalTag, st.LocalURI, st.RemoteURI, st.Dest}, extra...) {
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return stateParts{}, bad("control characters")
+		}
+	}
+	sp := stateParts{tr: strings.ToUpper(st.Transport)}
+	if sp.tr == "" {
+		sp.tr = "UDP"
+	}
+	var ok bool
+	if sp.lap, ok = u.listenerFor(strings.ToLower(sp.tr)); !ok {
+		return stateParts{}, fmt.Errorf("%w: no %s listener", ErrConfig, sp.tr)
+	}
+	if err := sip.ParseUri(uri, &sp.uri); err != nil || sp.uri.Host == "" {
+		return stateParts{}, bad(what + " " + SanitizeHeaderValue(uri, 128))
+	}
+	var err error
+	if sp.local, sp.lp, sp.ln, err = parseNameAddr(st.LocalURI); err != nil {
+		return stateParts{}, bad("local URI")
+	}
+	if sp.remote, sp.rp, sp.rn, err = parseNameAddr(st.RemoteURI); err != nil {
+		return stateParts{}, bad("remote URI")
+	}
+	sp.lp.Remove("tag")
+	sp.rp.Remove("tag")
+	return sp, nil
 }
 
 func parseNameAddr(s string) (sip.Uri, sip.HeaderParams, string, error) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -74,38 +73,17 @@ func (u *UA) cancelFromState(st DialogState, r Reason) (*sip.Request, error) {
 	if st.CallID == "" || st.LocalTag == "" || st.Dest == "" || st.CSeq == 0 {
 		return nil, bad("Call-ID, local tag, destination and CSeq are required")
 	}
-	// The state comes back from disk: a damaged row must not put line
-	// breaks into a header.
-	for _, v := range []string{st.CallID, st.LocalTag, st.LocalURI, st.RemoteURI, st.InviteURI, st.ViaSentBy, st.Dest} {
-		if strings.ContainsAny(v, "\r\n\x00") {
-			return nil, bad("control characters")
-		}
-	}
 	for i := 0; i < len(st.Branch); i++ {
 		if !isTokenChar(st.Branch[i]) {
 			return nil, bad("branch is not a token")
 		}
 	}
-	tr := strings.ToUpper(st.Transport)
-	if tr == "" {
-		tr = "UDP"
-	}
-	lap, ok := u.listenerFor(strings.ToLower(tr))
-	if !ok {
-		return nil, fmt.Errorf("%w: no %s listener", ErrConfig, tr)
-	}
-	var ruri sip.Uri
-	if err := sip.ParseUri(st.InviteURI, &ruri); err != nil || ruri.Host == "" {
-		return nil, bad("Request-URI " + SanitizeHeaderValue(st.InviteURI, 128))
-	}
-	local, lp, ln, err := parseNameAddr(st.LocalURI)
+	sp, err := u.parseState(st, st.InviteURI, "Request-URI", st.InviteURI, st.ViaSentBy)
 	if err != nil {
-		return nil, bad("local URI")
+		return nil, err
 	}
-	remote, rp, rn, err := parseNameAddr(st.RemoteURI)
-	if err != nil {
-		return nil, bad("remote URI")
-	}
+	tr, lap, ruri := sp.tr, sp.lap, sp.uri
+	local, lp, ln, remote, rp, rn := sp.local, sp.lp, sp.ln, sp.remote, sp.rp, sp.rn
 	host, port, err := net.SplitHostPort(st.ViaSentBy)
 	pn, perr := strconv.Atoi(port)
 	if err != nil || perr != nil || host == "" || pn <= 0 || pn > 65535 {
@@ -114,8 +92,6 @@ func (u *UA) cancelFromState(st DialogState, r Reason) (*sip.Request, error) {
 	if _, _, err := splitHostPort(st.Dest); err != nil {
 		return nil, bad("destination " + SanitizeHeaderValue(st.Dest, 64))
 	}
-	lp.Remove("tag")
-	rp.Remove("tag")
 	lp.Add("tag", st.LocalTag)
 
 	inv := sip.NewRequest(sip.INVITE, ruri)
