@@ -199,11 +199,15 @@ func (b *banList) evictScoreLocked(now time.Time) {
 }
 
 // evictBanLocked drops the ban of a sample that ends first.
-func (b *banList) evictBanLocked() {
+func (b *banList) evictBanLocked() { delete(b.until, earliestOfSample(b.until)) }
+
+// earliestOfSample returns the address with the earliest time among
+// banSample entries of m (map order): bounded work on a full map.
+func earliestOfSample(m map[netip.Addr]time.Time) netip.Addr {
 	var victim netip.Addr
 	var first time.Time
 	n := 0
-	for ip, t := range b.until {
+	for ip, t := range m {
 		if !victim.IsValid() || t.Before(first) {
 			victim, first = ip, t
 		}
@@ -211,7 +215,7 @@ func (b *banList) evictBanLocked() {
 			break
 		}
 	}
-	delete(b.until, victim)
+	return victim
 }
 
 // current is the number of sources banned at now (expired bans pruned).

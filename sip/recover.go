@@ -96,6 +96,12 @@ func (d *Dialog) State() (DialogState, bool) {
 // started. A 401/407 is returned as is: the state holds no credentials.
 func (u *UA) ByeFromState(ctx context.Context, st DialogState, r Reason) (int, error) {
 	req, err := u.byeFromState(st, r)
+	return u.sendFromState(ctx, req, err)
+}
+
+// sendFromState sends a request built from a persisted state (or returns
+// the builder's error) and returns the final response's code.
+func (u *UA) sendFromState(ctx context.Context, req *sip.Request, err error) (int, error) {
 	if err != nil {
 		return 0, err
 	}

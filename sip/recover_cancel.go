@@ -53,14 +53,7 @@ func (st DialogState) Early() bool { return st.Branch != "" && st.RemoteTag == "
 // Timer H (§17.2.1): the agent's phone stops ringing at the CANCEL.
 func (u *UA) CancelFromState(ctx context.Context, st DialogState, r Reason) (int, error) {
 	req, err := u.cancelFromState(st, r)
-	if err != nil {
-		return 0, err
-	}
-	res, err := u.do(ctx, req)
-	if err != nil {
-		return 0, err
-	}
-	return res.StatusCode, nil
+	return u.sendFromState(ctx, req, err)
 }
 
 // cancelFromState rebuilds the INVITE's identifying headers and hands them

@@ -123,18 +123,7 @@ func (r *recentSet) add(ip netip.Addr, now time.Time) {
 		r.m = map[netip.Addr]time.Time{}
 	}
 	if _, ok := r.m[ip]; !ok && len(r.m) >= r.max {
-		var victim netip.Addr
-		var oldest time.Time
-		n := 0
-		for a, t := range r.m {
-			if !victim.IsValid() || t.Before(oldest) {
-				victim, oldest = a, t
-			}
-			if n++; n == banSample {
-				break
-			}
-		}
-		delete(r.m, victim)
+		delete(r.m, earliestOfSample(r.m))
 	}
 	r.m[ip] = now
 }
