@@ -173,13 +173,7 @@ func soakResult(rep *loadgen.Report, asJSON bool, jsonPath string) error {
 		fmt.Println()
 		rep.Soak.WriteVerdict(os.Stdout)
 	}
-	switch {
-	case rep.Failed > 0:
-		return fmt.Errorf("soak: %d of %d calls failed", rep.Failed, rep.Calls)
-	case !rep.Soak.Verdict.Pass:
-		return fmt.Errorf("soak: not flat: %s", strings.Join(rep.Soak.Verdict.Reasons, "; "))
-	}
-	return nil
+	return soakErr(rep)
 }
 
 // rejudge reads a soak's JSON report and judges its samples again (e.g. with another
@@ -203,6 +197,11 @@ func rejudge(path string, warmup, window time.Duration) error {
 	rep.Soak.Verdict = loadgen.JudgeSoak(rep.Soak.Samples, warmup, window, rep.Soak.Limits)
 	fmt.Printf("%s: %d calls, %d failed, %d samples\n", path, rep.Calls, rep.Failed, len(rep.Soak.Samples))
 	rep.Soak.WriteVerdict(os.Stdout)
+	return soakErr(&rep)
+}
+
+// soakErr is a soak's exit status: a failed call, or not flat.
+func soakErr(rep *loadgen.Report) error {
 	switch {
 	case rep.Failed > 0:
 		return fmt.Errorf("soak: %d of %d calls failed", rep.Failed, rep.Calls)
