@@ -396,6 +396,9 @@ func (w *Webhook) count(reason string) {
 	w.mu.Unlock()
 }
 
+// Panics is WebhookStats.Panics without copying the counter maps.
+func (w *Webhook) Panics() uint64 { return w.panics.Load() }
+
 // Stats returns a copy of the counters.
 func (w *Webhook) Stats() WebhookStats {
 	w.mu.Lock()

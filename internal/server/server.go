@@ -199,7 +199,7 @@ func NewWithClock(cfg *config.Config, log *slog.Logger, clock func() time.Time, 
 	})
 	s.Metrics.WatchPanics(func() map[string]uint64 {
 		return map[string]uint64{"media": gateway.MediaPanics(), "sip": s.UA.ServerStats().Panics,
-			"webhook": s.Webhook.Stats().Panics}
+			"webhook": s.Webhook.Panics()}
 	})
 	s.Metrics.WatchWebhook(func() (received, rejected map[string]uint64) {
 		st := s.Webhook.Stats()
