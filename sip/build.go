@@ -336,5 +336,6 @@ func (d *Dialog) resendInvite(auth sip.Header) (sip.ClientTransaction, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrTransport, err)
 	}
+	d.watch2xx(tx)
 	return tx, nil
 }

@@ -95,6 +95,8 @@ type Dialog struct {
 	remoteCSeq  uint32   // the PBX's last in-dialog CSeq (RFC 3261 §12.2.2)
 	allowUpdate bool     // the PBX's Allow lists UPDATE (RFC 3311)
 	forks       map[string]bool
+	ack2xx      *sip.Request    // the ACK for the winning 2xx, once sent (late2xx)
+	early2xx    []*sip.Response // later 2xx that came before it
 
 	// Session timer (timers.go, RFC 4028).
 	st     sessionTimer
@@ -207,6 +209,7 @@ func (u *UA) Dial(ctx context.Context, req DialRequest) (*Dialog, error) {
 		u.removeDialog(d)
 		return nil, fmt.Errorf("%w: %v", ErrTransport, err)
 	}
+	d.watch2xx(tx)
 	if !u.goTracked(func() { d.run(tx) }) {
 		tx.Terminate()
 		u.removeDialog(d)
@@ -386,7 +389,7 @@ func (d *Dialog) run(tx sip.ClientTransaction) {
 					sendCancel()
 				}
 			case code < 300:
-				d.answered(tx, res)
+				d.answered(res)
 				return
 			case (code == 401 || code == 407) && !authTried && !canceling && d.trunk.Password != "":
 				authTried = true
@@ -486,34 +489,58 @@ func isSDP(m *sip.Response) bool {
 	return ct == nil || strings.HasPrefix(strings.ToLower(ct.Value()), "application/sdp")
 }
 
+// watch2xx hooks an INVITE client transaction's later 2xx responses from
+// the moment it exists. After the first 2xx the transaction is in RFC 6026's
+// Accepted state, where sipgo hands every further 2xx only to this hook and
+// drops it when none is set: a fork's 200 arriving before answered() ran
+// would be lost, leaving that fork unACKed and unBYEd (RFC 3261 §13.2.2.4).
+func (d *Dialog) watch2xx(tx sip.ClientTransaction) {
+	tx.OnRetransmission(d.late2xx)
+}
+
+// late2xx handles a 2xx after the first: a retransmission of the winning
+// 2xx gets the ACK again (§13.3.1.4); one with another To tag is a second
+// fork answering, which is ACKed and then BYEd (§13.2.2.4). Before the
+// first 2xx has been ACKed, it waits for answered().
+func (d *Dialog) late2xx(r *sip.Response) {
+	if r.To() == nil || !r.IsSuccess() {
+		return
+	}
+	d.mu.Lock()
+	ack, tag := d.ack2xx, d.remoteTag
+	if ack == nil {
+		d.early2xx = append(d.early2xx, r)
+		d.mu.Unlock()
+		return
+	}
+	d.mu.Unlock()
+	if t, _ := r.To().Params.Get("tag"); t != tag {
+		d.forked(r)
+		return
+	}
+	_ = d.ua.ua.TransportLayer().WriteMsg(ack.Clone())
+}
+
 // answered handles the 2xx: ACK first, then everything else.
-func (d *Dialog) answered(tx sip.ClientTransaction, res *sip.Response) {
+func (d *Dialog) answered(res *sip.Response) {
 	d.mu.Lock()
 	d.answerRes = res
 	d.setPeerLocked(res)
 	ack := d.ackFor2xxLocked()
+	d.ack2xx = ack
 	d.mu.Unlock()
 
 	err := d.ua.ua.TransportLayer().WriteMsg(ack)
 	now := time.Now()
 
-	// The 2xx may be retransmitted until our ACK arrives (§13.3.1.4): every
-	// copy gets the ACK again. A 2xx with another To tag is a second fork
-	// answering (§13.2.2.4): it is ACKed and then BYEd; the first 2xx won.
-	var ackMu sync.Mutex
-	tag := d.remoteTag
-	tx.OnRetransmission(func(r *sip.Response) {
-		if r.To() == nil || !r.IsSuccess() {
-			return
-		}
-		if t, _ := r.To().Params.Get("tag"); t != tag {
-			d.forked(r)
-			return
-		}
-		ackMu.Lock()
-		defer ackMu.Unlock()
-		_ = d.ua.ua.TransportLayer().WriteMsg(ack.Clone())
-	})
+	// 2xx copies that reached the transaction before this ran (late2xx).
+	d.mu.Lock()
+	early := d.early2xx
+	d.early2xx = nil
+	d.mu.Unlock()
+	for _, r := range early {
+		d.late2xx(r)
+	}
 
 	d.mu.Lock()
 	d.ackedAt = now

@@ -373,6 +373,47 @@ func TestForkTwo200s(t *testing.T) {
 	}
 }
 
+// TestForkStray200: a fork's 200 that matches no transaction (its Via
+// branch changed by a broken UAS) and that arrives together with the
+// winning 200 is still ACKed and BYEd, whether it overtakes the winner's
+// handling or not, and the call stays in the winning dialog.
+func TestForkStray200(t *testing.T) {
+	for i := range 5 {
+		u := newUA(t)
+		d, w, inv, src := dialWire(t, u)
+		branch, _ := inv.Via().Params.Get("branch")
+		ok1 := strings.Replace(answer200(inv, "f1", w.port(), 40010, ""), "sip:uas@", "sip:f1@", 1)
+		ok2 := strings.Replace(answer200(inv, "f2", w.port(), 40012, ""), "sip:uas@", "sip:f2@", 1)
+		ok2 = strings.Replace(ok2, branch, branch+"x", 1)
+		w.send(ok1, src)
+		w.send(ok2, src)
+		got := map[string]int{}
+		for got["ACK f1"] == 0 || got["ACK f2"] == 0 || got["BYE f2"] == 0 {
+			m, _ := w.recv(3*time.Second, func(m sipgo.Message) bool { return isReq("ACK")(m) || isReq("BYE")(m) })
+			r := m.(*sipgo.Request)
+			tag, _ := r.To().Params.Get("tag")
+			got[string(r.Method)+" "+tag]++
+			if r.Method == sipgo.BYE {
+				if tag != "f2" || r.Recipient.User != "f2" {
+					t.Fatalf("run %d: BYE to %s To tag %s, want the stray fork f2", i, r.Recipient.String(), tag)
+				}
+				w.send(response(r, 200, "OK"), src)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ans, err := d.WaitAnswer(ctx)
+		cancel()
+		if err != nil || ans.Addr.Port() != 40010 {
+			t.Fatalf("run %d: WaitAnswer %+v %v: the 200 its transaction matched (port 40010) must win", i, ans, err)
+		}
+		select {
+		case <-d.Done():
+			t.Fatalf("run %d: the winning dialog ended", i)
+		default:
+		}
+	}
+}
+
 // TestByeCrossingReinvite: the PBX's BYE while ponte's refresh re-INVITE is
 // pending, the PBX's re-INVITE after ponte's BYE, and glare: no hang, the
 // call ends once, 481/491 as RFC 3261 §14 and §15 say.

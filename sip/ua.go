@@ -398,20 +398,21 @@ func (u *UA) listenerFor(transport string) (netip.AddrPort, bool) {
 }
 
 func (u *UA) unhandledResponse(res *sip.Response) {
-	// A fork's 2xx after the INVITE transaction ended (Timer M) still gets
-	// its ACK and BYE (RFC 3261 §13.2.2.4).
+	// A 2xx for our INVITE that no transaction matches (after Timer M, or
+	// from a UAS that changed the Via) is still ACKed, and BYEd if it is
+	// another fork's (RFC 3261 §13.2.2.4); one that overtakes the first
+	// 2xx's handling waits for it (late2xx).
 	if res.IsSuccess() && res.CSeq() != nil && res.CSeq().MethodName == sip.INVITE && res.From() != nil && res.To() != nil {
 		lt, _ := res.From().Params.Get("tag")
 		u.mu.Lock()
 		d := u.dialogs[dialogKey(callIDOf(res), lt)]
 		u.mu.Unlock()
 		if d != nil {
-			rt, _ := res.To().Params.Get("tag")
 			d.mu.Lock()
-			other := d.role == roleUAC && d.state == stateConfirmed && d.remoteTag != "" && rt != d.remoteTag && res.CSeq().SeqNo == d.inviteCSeq
+			ours := d.role == roleUAC && res.CSeq().SeqNo == d.inviteCSeq
 			d.mu.Unlock()
-			if other {
-				d.forked(res)
+			if ours {
+				d.late2xx(res)
 				return
 			}
 		}
