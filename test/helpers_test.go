@@ -89,6 +89,18 @@ func bothWays(caller *wasim.Caller, pc *pbx.Call, c, p toneCriteria) func(from, 
 	}
 }
 
+// calleeBothWays is a listen check for a call ponte placed to a WhatsApp
+// user: the user hears the agent's tone and the agent hears the user's, each
+// in at least min of the 20 ms windows.
+func calleeBothWays(callee *wasim.Callee, pc *pbx.Call, min float64, what string) func(from, to time.Time, skip []audio.Span) string {
+	return func(from, to time.Time, skip []audio.Span) string {
+		if h, g := callee.Heard().Report(from, to, skip...), pc.Received().Report(from, to, skip...); h.ToneRatio < min || g.ToneRatio < min {
+			return fmt.Sprintf("%s: user heard the agent %.0f%%, agent heard the user %.0f%%", what, h.ToneRatio*100, g.ToneRatio*100)
+		}
+		return ""
+	}
+}
+
 // rung places a call from the Meta simulator and waits, within ctx, until
 // the PBX simulator rings.
 func rung(t *testing.T, ctx context.Context, meta *wasim.Meta, p *pbx.PBX, o wasim.CallOptions) (*wasim.Caller, *pbx.Call) {
@@ -183,11 +195,17 @@ func waitActions(env *scenario.Env, callID, want string) string {
 // the stall watcher saw this process starved of CPU for stallLimit or more
 // (w.skips), plus their recovery. The thresholds never change. A failed
 // window is measured again only when such a stall happened in it, at most 4
-// windows in all; a failure without a stall fails at once.
+// judged windows in all; a failure without a stall fails at once. A failed
+// window more than half covered by stalls holds too little audio to judge:
+// it is passed over, for up to listenStarved of such windows, and the test
+// fails if the machine never gives it a judgeable one. (This VM's hypervisor
+// steals the CPU in episodes: measured 23 wake-ups late by over 20 ms in 5 s,
+// up to 482 ms, on an idle machine, with calm spells of 10 to 20 s between.)
 func listen(t *testing.T, w *stallWatch, start time.Time, d time.Duration, check func(from, to time.Time, skip []audio.Span) string) {
 	t.Helper()
 	var fails []string
-	for i := 0; i < 4; i++ {
+	var starved time.Duration
+	for i, judged := 0, 0; judged < 4; i++ {
 		from := start.Add(time.Duration(i) * d)
 		to := from.Add(d)
 		time.Sleep(time.Until(to.Add(stallRecovery)))
@@ -199,6 +217,16 @@ func listen(t *testing.T, w *stallWatch, start time.Time, d time.Duration, check
 			}
 			return
 		}
+		if covered > d/2 {
+			starved += d
+			t.Logf("window %d not judged: CPU stalls cover %v of its %v", i, covered.Round(time.Millisecond), d)
+			if starved > max(listenStarved, 6*d) {
+				fails = append(fails, fmt.Sprintf("%v of windows starved of CPU (stalls over half of each); the last: %s", starved, msg))
+				break
+			}
+			continue
+		}
+		judged++
 		stalled := w.worst(from.Add(-100*time.Millisecond), to)
 		fails = append(fails, fmt.Sprintf("%s (%v skipped for CPU stalls; worst stall %v)", msg, covered.Round(time.Millisecond), stalled))
 		if stalled < stallLimit {
@@ -208,3 +236,40 @@ func listen(t *testing.T, w *stallWatch, start time.Time, d time.Duration, check
 	}
 	t.Error(strings.Join(fails, " | "))
 }
+
+// checkPPS checks the packet rate toward Meta at the caller: 45 to 55 per
+// second on average over the complete one-second windows of st, and in each
+// such window that no CPU stall of this process touched. A stall delays the
+// caller's reads (it runs in this process): its second counts fewer packets
+// and the next a burst, which says nothing of ponte's pacing, but the
+// average holds.
+func checkPPS(t *testing.T, w *stallWatch, st wasim.StreamStats) {
+	t.Helper()
+	if len(st.PPS) < 3 {
+		t.Errorf("toward Meta: %v packets/s: too short to judge", st.PPS)
+		return
+	}
+	full := st.PPS[:len(st.PPS)-1] // the last window is still filling
+	total, judged := 0, 0
+	for k, c := range full {
+		total += c
+		from := st.PPSStart.Add(time.Duration(k) * time.Second)
+		if _, covered := w.skips(from, from.Add(time.Second)); covered > 0 {
+			continue
+		}
+		judged++
+		if c < 45 || c > 55 {
+			t.Errorf("toward Meta: %d packets in second %d, which no CPU stall touched (%v)", c, k, st.PPS)
+		}
+	}
+	if avg := float64(total) / float64(len(full)); avg < 45 || avg > 55 {
+		t.Errorf("toward Meta: %.1f packets/s on average (%v)", avg, st.PPS)
+	}
+	if judged < len(full) {
+		t.Logf("toward Meta: %v packets/s; %d of %d seconds touched by CPU stalls judged on the average only", st.PPS, len(full)-judged, len(full))
+	}
+}
+
+// listenStarved is how long listen passes over windows too starved to judge
+// before it gives up (or six windows, if longer).
+const listenStarved = 30 * time.Second

@@ -83,12 +83,7 @@ func TestOutboundNoSDP(t *testing.T) {
 	env := startEnv(t, scenario.Options{Codecs: []string{"PCMA", "PCMU"}})
 	outboundUser(env, bicUser, wasim.UserOptions{})
 	pc, callee := dialUser(t, env, bicUser, pbx.DialOptions{NoSDP: true})
-	listen(t, w, time.Now().Add(time.Second), time.Second, func(from, to time.Time, skip []audio.Span) string {
-		if h, g := callee.Heard().Report(from, to, skip...), pc.Received().Report(from, to, skip...); h.ToneRatio < 0.95 || g.ToneRatio < 0.95 {
-			return fmt.Sprintf("offerless INVITE: user heard the agent %.0f%%, agent heard the user %.0f%%", h.ToneRatio*100, g.ToneRatio*100)
-		}
-		return ""
-	})
+	listen(t, w, time.Now().Add(time.Second), time.Second, calleeBothWays(callee, pc, 0.95, "offerless INVITE"))
 	_ = pc.Hangup(ctxT(t, 5*time.Second))
 	<-callee.Ended()
 }

@@ -147,6 +147,8 @@ type StreamStats struct {
 	// complete windows (-1 when there is none).
 	PPS    []int
 	MinPPS int
+	// PPSStart is when PPS's first window began (the first packet's arrival).
+	PPSStart time.Time
 }
 
 // streamRec accumulates StreamStats in the reader goroutine.
@@ -182,7 +184,7 @@ func (r *streamRec) add(p *rtp.Packet, audioPT bool, at time.Time) {
 	defer r.mu.Unlock()
 	s := &r.s
 	if s.Packets == 0 {
-		s.FirstRTP = at
+		s.FirstRTP, s.PPSStart = at, at
 	}
 	s.Packets++
 	s.LastRTP = at
