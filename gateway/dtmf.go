@@ -113,6 +113,16 @@ func (r *eventRelay) Next(now time.Time, outTS uint32, step uint16) (ev transcod
 		c.outTS = outTS
 		marker = true
 	}
+	if marker && c.ended {
+		// The whole event arrived before this tick (a 40 ms digit, or the
+		// playout held back by a CPU stall): send its start first anyway,
+		// then the three Ends on the next ticks. Receivers such as baresip
+		// report a digit on its start packet and would miss one whose
+		// first packet is already an End (RFC 4733 §2.5.1.2-4).
+		ev = c.ev
+		ev.End = false
+		return ev, c.outTS, true, true
+	}
 	if c.synth && !c.ended {
 		// One packet's worth more per tick (RFC 4733 §2.5.1.3), in 8 kHz units.
 		c.ev.Duration = min(c.total, c.ev.Duration+step)

@@ -135,3 +135,36 @@ func TestRelayMarkerlessNewTimestamp(t *testing.T) {
 		t.Fatalf("emitted %d, want 2", r.emitted)
 	}
 }
+
+// TestRelayWholeEventBeforeTick: every packet of a digit arrives before the
+// playout tick (a short digit, or the tick held back by a CPU stall). The
+// relay still sends a start packet (marker, no End) and then the three Ends,
+// so a receiver that reports digits on their start sees this one.
+func TestRelayWholeEventBeforeTick(t *testing.T) {
+	r := &eventRelay{endTimeout: relayEnd}
+	now := time.Unix(0, 0)
+	for _, p := range pkts(9000, 5, []uint16{160, 320, 480, 640, 800}, 3) {
+		r.Push(p.ts, p.ev, now)
+	}
+	var out []sent
+	for range 6 {
+		if ev, ts, m, ok := r.Next(now, 100000, 160); ok {
+			out = append(out, sent{ev, ts, m})
+		}
+		now = now.Add(20 * time.Millisecond)
+	}
+	if len(out) != 4 {
+		t.Fatalf("want a start and 3 Ends, got %d packets: %+v", len(out), out)
+	}
+	if s := out[0]; !s.marker || s.ev.End || s.ev.Code != 5 || s.ev.Duration != 800 {
+		t.Errorf("first packet %+v marker=%v: want the start (marker, no End) with the full duration", s.ev, s.marker)
+	}
+	for i, s := range out[1:] {
+		if s.marker || !s.ev.End || s.ev.Duration != 800 || s.ts != 100000 {
+			t.Errorf("End %d: %+v marker=%v ts=%d", i, s.ev, s.marker, s.ts)
+		}
+	}
+	if r.emitted != 1 || r.Active() {
+		t.Errorf("emitted %d, active %v: want 1 digit relayed and the relay idle", r.emitted, r.Active())
+	}
+}
