@@ -229,15 +229,16 @@ func TestFaultGraphTerminate5xx(t *testing.T) {
 }
 
 // TestFaultOutboundConnect5xx: an agent's call whose connect gets 5xx is
-// refused with a final SIP code naming Meta's error; connect is never
-// repeated (a repeat could place a second call, RetryTable).
+// refused with 500 and a Retry-After (Meta's side is temporarily failing;
+// not 503, which a proxy takes as ponte being down), naming Meta's error;
+// connect is never repeated (a repeat could place a second call, RetryTable).
 func TestFaultOutboundConnect5xx(t *testing.T) {
 	env := startEnv(t, scenario.Options{})
 	outboundUser(env, bicUser, wasim.UserOptions{})
 	env.Meta.InjectFailure("connect", 503, "", 1)
 	de := refusedDial(t, env, bicUser)
-	if de.Code < 500 || de.Code > 599 {
-		t.Errorf("answer %d %q, want a 5xx final answer", de.Code, de.Reason)
+	if ra := header(de, "Retry-After"); de.Code != 500 || ra != "30" || !strings.Contains(de.Reason, "WhatsApp") {
+		t.Errorf("answer %d %q Retry-After %q, want 500 naming Meta's error, with Retry-After: 30", de.Code, de.Reason, ra)
 	}
 	n := 0
 	for _, r := range env.Meta.Requests() {

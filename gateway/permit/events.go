@@ -122,6 +122,9 @@ func (s *Service) ConnectError(ctx context.Context, business, user string, apiEr
 		msg = "error"
 	}
 	meta := fmt.Sprintf("WhatsApp error %d: %s", code, msg)
+	if code == 0 {
+		meta = fmt.Sprintf("WhatsApp HTTP %d: %s", apiErr.HTTPStatus, msg)
+	}
 	switch code {
 	case 138006:
 		unlock := s.lockPair(k)
@@ -180,8 +183,23 @@ func (s *Service) ConnectError(ctx context.Context, business, user string, apiEr
 		// Concurrent calls per number (1000): calls end within minutes.
 		return refuse(480, "WhatsApp concurrent-call limit reached (WhatsApp error 138002)", "concurrent-call limit reached (138002)", time.Minute)
 	}
+	switch {
+	case apiErr.HTTPStatus >= 500:
+		// Meta's side failed (138004 connection error, 138007 connect
+		// timeout, or an outage): temporary, so the 500 carries a
+		// Retry-After (RFC 3261 §20.33, §21.5.1). Not 503: a proxy takes
+		// that as ponte itself being down and stops sending it every call
+		// (§21.5.4), while this failure may be one user's.
+		return refuse(500, meta, meta, metaRetry)
+	case apiErr.HTTPStatus == 429:
+		// A rate limit without a code of its own: as 138002 and 138005.
+		return refuse(480, meta, meta, time.Minute)
+	}
 	return refuse(500, meta, meta, 0)
 }
+
+// metaRetry is the Retry-After of a 500 for a failure on Meta's side.
+const metaRetry = 30 * time.Second
 
 // parseNextTime finds a time in 138012's error_data.details ("the next
 // allowed time"; its format is not documented): RFC 3339, or Unix seconds

@@ -45,6 +45,11 @@ func TestConnectError(t *testing.T) {
 			after: store.PermissionNone, blocked: t0.Add(24 * time.Hour)},
 		{name: "others: 500 with Meta's message", err: whatsapp.APIError{HTTPStatus: 401, Code: 138000, Message: "Calling not enabled"},
 			code: 500, reason: "WhatsApp error 138000: Calling not enabled"},
+		{name: "Meta's 5xx: 500 with Retry-After", err: whatsapp.APIError{HTTPStatus: 500, Code: 138004, Message: "Connection error"},
+			code: 500, reason: "WhatsApp error 138004: Connection error", retry: 30 * time.Second},
+		{name: "a 5xx without a code", err: whatsapp.APIError{HTTPStatus: 503}, code: 500, reason: "WhatsApp HTTP 503: error", retry: 30 * time.Second},
+		{name: "another 429: 480 with Retry-After", err: whatsapp.APIError{HTTPStatus: 429, Code: 4, Message: "Application request limit reached"},
+			code: 480, reason: "WhatsApp error 4: Application request limit reached", retry: time.Minute},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
