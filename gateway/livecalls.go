@@ -97,7 +97,7 @@ func LiveDialogOf(st sip.DialogState) store.LiveDialog {
 		LocalURI: st.LocalURI, RemoteURI: st.RemoteURI, RemoteTarget: st.RemoteTarget,
 		RouteSet: st.RouteSet, CSeq: st.CSeq, Transport: st.Transport, Dest: st.Dest,
 		ViaHost: st.ViaHost, RewriteContact: st.RewriteContact,
-		InviteURI: st.InviteURI, ViaSentBy: st.ViaSentBy, Branch: st.Branch,
+		InviteURI: st.InviteURI, ViaSentBy: st.ViaSentBy, Branch: st.Branch, Trunk: st.Trunk,
 	}
 }
 
@@ -108,6 +108,6 @@ func DialogStateOf(ld store.LiveDialog) sip.DialogState {
 		LocalURI: ld.LocalURI, RemoteURI: ld.RemoteURI, RemoteTarget: ld.RemoteTarget,
 		RouteSet: ld.RouteSet, CSeq: ld.CSeq, Transport: ld.Transport, Dest: ld.Dest,
 		ViaHost: ld.ViaHost, RewriteContact: ld.RewriteContact,
-		InviteURI: ld.InviteURI, ViaSentBy: ld.ViaSentBy, Branch: ld.Branch,
+		InviteURI: ld.InviteURI, ViaSentBy: ld.ViaSentBy, Branch: ld.Branch, Trunk: ld.Trunk,
 	}
 }

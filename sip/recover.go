@@ -57,6 +57,11 @@ type DialogState struct {
 	// host:port (a PBX behind NAT; NAT.RewriteContact).
 	RewriteContact bool
 
+	// Trunk is the name of the trunk the dialog runs on: recovery finds its
+	// digest credentials in the config by it (Credentials), since the state
+	// itself holds no secret.
+	Trunk string
+
 	// An early state (EarlyState, recover_cancel.go) is an INVITE still
 	// ringing: its Request-URI and top Via, to CANCEL it. CSeq is then the
 	// INVITE's, RemoteTag and RemoteTarget are empty.
@@ -82,6 +87,7 @@ func (d *Dialog) State() (DialogState, bool) {
 		LocalURI: from.Value(), RemoteURI: to.Value(), RemoteTarget: d.remoteTarget.String(),
 		RouteSet: append([]string(nil), d.routes...), CSeq: d.cseq, Transport: d.transport,
 		Dest: d.dest, ViaHost: d.trunk.NAT.AdvertiseHost, RewriteContact: d.trunk.NAT.RewriteContact,
+		Trunk: d.trunk.Name,
 	}
 	if d.role == roleUAS {
 		st.Role = RoleUAS
@@ -89,14 +95,40 @@ func (d *Dialog) State() (DialogState, bool) {
 	return st, true
 }
 
+// Credentials answer a digest challenge (RFC 3261 §22.2): the trunk's.
+type Credentials struct{ Username, Password string }
+
 // ByeFromState ends a dialog that an earlier process confirmed: it sends a
 // BYE built from st with CSeq st.CSeq+RecoverCSeqMargin and Reason r, and
-// waits for the final response (bounded by ctx and Timer F). It returns the
-// response code; an error only when no response came. The UA must be
-// started. A 401/407 is returned as is: the state holds no credentials.
-func (u *UA) ByeFromState(ctx context.Context, st DialogState, r Reason) (int, error) {
+// waits for the final response (bounded by ctx and Timer F). A 401 or 407 is
+// answered once with cred, in a new BYE with the next CSeq (RFC 3261
+// §22.2); without a password it is returned as is. It returns the final
+// response's code; an error only when no response came. The UA must be
+// started.
+func (u *UA) ByeFromState(ctx context.Context, st DialogState, r Reason, cred Credentials) (int, error) {
 	req, err := u.byeFromState(st, r)
-	return u.sendFromState(ctx, req, err)
+	if err != nil {
+		return 0, err
+	}
+	res, err := u.do(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	if (res.StatusCode == 401 || res.StatusCode == 407) && cred.Password != "" {
+		auth, aerr := digestHeader(req, res, cred.Username, cred.Password)
+		if aerr != nil {
+			return res.StatusCode, nil // no challenge ponte can answer
+		}
+		st.CSeq++
+		if req, err = u.byeFromState(st, r); err != nil {
+			return 0, err
+		}
+		req.AppendHeader(auth)
+		if res, err = u.do(ctx, req); err != nil {
+			return 0, err
+		}
+	}
+	return res.StatusCode, nil
 }
 
 // sendFromState sends a request built from a persisted state (or returns

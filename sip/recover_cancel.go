@@ -36,7 +36,7 @@ func (d *Dialog) EarlyState() (DialogState, bool) {
 		Role: RoleUAC, CallID: d.callID, LocalTag: d.localTag,
 		LocalURI: from.Value(), RemoteURI: to.Value(), InviteURI: inv.Recipient.String(),
 		ViaSentBy: net.JoinHostPort(via.Host, strconv.Itoa(via.Port)), Branch: branch,
-		CSeq: inv.CSeq().SeqNo, Transport: d.transport, Dest: d.dest,
+		CSeq: inv.CSeq().SeqNo, Transport: d.transport, Dest: d.dest, Trunk: d.trunk.Name,
 	}, true
 }
 

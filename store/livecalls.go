@@ -65,11 +65,14 @@ type LiveDialog struct {
 	InviteURI string
 	ViaSentBy string // host:port
 	Branch    string
+	// Trunk is the dialog's trunk by config name, whose credentials answer a
+	// challenge to the recovery BYE; the row holds no secret.
+	Trunk string
 }
 
 const liveCols = `id, wacid, direction, phone_number_id, accepted, started, sip_role, sip_call_id,
 	local_tag, remote_tag, local_uri, remote_uri, remote_target, route_set, local_cseq,
-	transport, dest, via_host, rewrite_contact, updated, invite_uri, via_sent_by, branch`
+	transport, dest, via_host, rewrite_contact, updated, invite_uri, via_sent_by, branch, trunk`
 
 // PutLive writes the row of lc.ID.
 func (s *SQLite) PutLive(ctx context.Context, lc LiveCall) error {
@@ -101,11 +104,11 @@ func (s *SQLite) PutLive(ctx context.Context, lc LiveCall) error {
 		return fmt.Errorf("store: live call %s: %w", lc.ID, err)
 	}
 	_, err = s.w.ExecContext(ctx, `INSERT OR REPLACE INTO live_calls (`+liveCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		lc.ID, lc.WACID, string(lc.Direction), lc.PhoneNumberID, boolInt(lc.Accepted), lc.Started.UnixNano(),
 		d.Role, d.CallID, d.LocalTag, d.RemoteTag, d.LocalURI, d.RemoteURI, d.RemoteTarget, string(rs),
 		int64(d.CSeq), d.Transport, d.Dest, d.ViaHost, boolInt(d.RewriteContact), time.Now().UnixNano(),
-		d.InviteURI, d.ViaSentBy, d.Branch)
+		d.InviteURI, d.ViaSentBy, d.Branch, d.Trunk)
 	if err != nil {
 		return fmt.Errorf("store: live call %s: %w", lc.ID, err)
 	}
@@ -153,7 +156,7 @@ func scanLive(rows *sql.Rows) (LiveCall, error) {
 	)
 	if err := rows.Scan(&lc.ID, &lc.WACID, &dir, &lc.PhoneNumberID, &accepted, &started, &d.Role, &d.CallID,
 		&d.LocalTag, &d.RemoteTag, &d.LocalURI, &d.RemoteURI, &d.RemoteTarget, &rs, &cseq,
-		&d.Transport, &d.Dest, &d.ViaHost, &rewrite, &updated, &d.InviteURI, &d.ViaSentBy, &d.Branch); err != nil {
+		&d.Transport, &d.Dest, &d.ViaHost, &rewrite, &updated, &d.InviteURI, &d.ViaSentBy, &d.Branch, &d.Trunk); err != nil {
 		return LiveCall{}, fmt.Errorf("store: list live calls: %w", err)
 	}
 	if err := json.Unmarshal([]byte(rs), &d.RouteSet); err != nil {

@@ -20,7 +20,7 @@ func TestLiveCallsRoundTrip(t *testing.T) {
 			LocalURI: `"+5511" <sip:5511@ponte.example>`, RemoteURI: "<sip:1000@pbx.example>",
 			RemoteTarget: "sip:1000@10.0.0.5:5070;transport=udp",
 			RouteSet:     []string{"<sip:p1.example;lr>", "<sip:p2.example;lr>"},
-			CSeq:         4242, Transport: "UDP", Dest: "10.0.0.5:5070", ViaHost: "203.0.113.7:5060",
+			CSeq:         4242, Transport: "UDP", Dest: "10.0.0.5:5070", ViaHost: "203.0.113.7:5060", Trunk: "pbx-main",
 		},
 	}
 	out := LiveCall{ID: "c-out", WACID: "", Direction: Outbound, PhoneNumberID: "5678", Started: t0.Add(time.Second)}

@@ -93,7 +93,7 @@ func (s *Server) recoverCall(ctx context.Context, lc store.LiveCall) {
 			byeCode, byeErr = s.UA.CancelFromState(ctx, st, recoverReason)
 		} else {
 			sipAction = "BYE"
-			byeCode, byeErr = s.UA.ByeFromState(ctx, st, recoverReason)
+			byeCode, byeErr = s.UA.ByeFromState(ctx, st, recoverReason, s.trunkCredentials(st.Trunk))
 		}
 	}
 	wg.Wait()
@@ -108,6 +108,21 @@ func (s *Server) recoverCall(ctx context.Context, lc store.LiveCall) {
 	s.log.Warn("crash recovery: interrupted call ended", "call_id", lc.ID, "wacid", lc.WACID, "sip_call_id", callID,
 		"direction", lc.Direction, "meta_action", action, "meta_err", errText(metaErr),
 		"sip_action", sipAction, "sip_code", byeCode, "sip_err", errText(byeErr), "record_err", errText(recErr), "row_err", errText(delErr))
+}
+
+// trunkCredentials are the digest credentials of the named trunk in this
+// run's config, for a PBX that challenges the recovery BYE. A trunk renamed
+// or removed since the crash has none: the BYE's 401/407 is then logged.
+func (s *Server) trunkCredentials(name string) sip.Credentials {
+	if name == "" {
+		return sip.Credentials{}
+	}
+	for _, t := range s.cfg.SIP.Trunks {
+		if t.Name == name {
+			return sip.Credentials{Username: t.Auth.Username, Password: t.Auth.Password}
+		}
+	}
+	return sip.Credentials{}
 }
 
 // ensureInterruptedRecord leaves a record for the call: CloseInterrupted

@@ -1,0 +1,97 @@
+package sip_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	sipgo "github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+	"github.com/ponte-gw/ponte/sip"
+)
+
+// TestByeFromStateChallenged: the PBX challenges the recovery BYE with 401.
+// With the trunk's credentials the new process answers once, in a new BYE
+// with the next CSeq and a valid digest over the BYE's Request-URI (RFC 3261
+// §22.2, RFC 2617 qop=auth), and gets the 200; without a password the 401
+// is returned as is and no second BYE is sent. The state names its trunk.
+func TestByeFromStateChallenged(t *testing.T) {
+	for _, withCreds := range []bool{true, false} {
+		t.Run(fmt.Sprintf("credentials=%v", withCreds), func(t *testing.T) {
+			u := newUA(t)
+			w := newWire(t, nil)
+			trunk := &sip.Trunk{Name: "pbx1", Address: fmt.Sprintf("127.0.0.1:%d", w.port()), Codecs: []string{"PCMU"}}
+			d, err := u.Dial(context.Background(), sip.DialRequest{Trunk: trunk, Target: "1000", FromUser: "caller", Media: newRTP(t, u)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, src := w.recv(3*time.Second, isReq("INVITE"))
+			w.send(answer200(m.(*sipgo.Request), "uas1", w.port(), 40010, ""), src)
+			w.recv(3*time.Second, isReq("ACK"))
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := d.WaitAnswer(ctx); err != nil {
+				t.Fatal(err)
+			}
+			st, ok := d.State()
+			if !ok || st.Trunk != "pbx1" {
+				t.Fatalf("state %+v ok=%v: want the trunk's name", st, ok)
+			}
+			u.Close() // the crash
+
+			cred := sip.Credentials{Username: "ponte"}
+			if withCreds {
+				cred.Password = "s3cret"
+			}
+			type result struct {
+				code int
+				err  error
+			}
+			done := make(chan result, 1)
+			u2 := newUA(t)
+			go func() {
+				code, err := u2.ByeFromState(ctx, st, sip.Reason{Protocol: "SIP", Cause: 500, Text: "ponte restarted"}, cred)
+				done <- result{code, err}
+			}()
+			m, src = w.recv(3*time.Second, isReq("BYE"))
+			bye1 := m.(*sipgo.Request)
+			if bye1.GetHeader("Authorization") != nil {
+				t.Fatal("the first BYE carried credentials before any challenge")
+			}
+			ch := response(bye1, 401, "Unauthorized")
+			ch = ch[:len(ch)-len("Content-Length: 0\n\n")] + `WWW-Authenticate: Digest realm="pbx", nonce="n0nce", qop="auth"` + "\nContent-Length: 0\n\n"
+			w.send(ch, src)
+			if !withCreds {
+				if r := <-done; r.err != nil || r.code != 401 {
+					t.Fatalf("ByeFromState without a password = %d, %v; want 401", r.code, r.err)
+				}
+				if m, _ := w.recvQuiet(500*time.Millisecond, isReq("BYE")); m != nil {
+					t.Fatal("a second BYE without credentials to answer the challenge")
+				}
+				return
+			}
+			m, src = w.recv(3*time.Second, isReq("BYE"))
+			bye2 := m.(*sipgo.Request)
+			if bye2.CSeq().SeqNo != bye1.CSeq().SeqNo+1 || bye2.CallID().Value() != bye1.CallID().Value() {
+				t.Errorf("second BYE CSeq %d Call-ID %s, want CSeq %d and the same Call-ID", bye2.CSeq().SeqNo, bye2.CallID().Value(), bye1.CSeq().SeqNo+1)
+			}
+			h := bye2.GetHeader("Authorization")
+			if h == nil {
+				t.Fatal("the second BYE has no Authorization")
+			}
+			c, err := digest.ParseCredentials(h.Value())
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := digestResponse("", "ponte", "pbx", "s3cret", "BYE", bye2.Recipient.String(), "n0nce", fmt.Sprintf("%08x", c.Nc), c.Cnonce, "auth")
+			if c.Username != "ponte" || c.Realm != "pbx" || c.URI != bye2.Recipient.String() || c.QOP != "auth" || c.Response != want {
+				t.Errorf("Authorization %q: want user ponte, realm pbx, uri %s, qop auth and response %s", h.Value(), bye2.Recipient.String(), want)
+			}
+			w.send(response(bye2, 200, "OK"), src)
+			if r := <-done; r.err != nil || r.code != 200 {
+				t.Fatalf("ByeFromState = %d, %v; want 200", r.code, r.err)
+			}
+		})
+	}
+}
