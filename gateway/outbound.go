@@ -663,5 +663,6 @@ func maskDigits(s string) string {
 	return s[:4] + strings.Repeat("*", len(s)-6) + s[len(s)-2:]
 }
 
-// SIPTrunk is package sip's view of a configured trunk (for registrations).
+// SIPTrunk is package sip's view of a configured trunk (for registrations
+// and crash recovery's BYE).
 func SIPTrunk(t *config.Trunk) *sip.Trunk { return sipTrunk(t) }

@@ -58,8 +58,8 @@ type DialogState struct {
 	RewriteContact bool
 
 	// Trunk is the name of the trunk the dialog runs on: recovery finds its
-	// digest credentials in the config by it (Credentials), since the state
-	// itself holds no secret.
+	// credentials and TLS settings in the config by it (ByeFromState), since
+	// the state itself holds no secret.
 	Trunk string
 
 	// An early state (EarlyState, recover_cancel.go) is an INVITE still
@@ -95,27 +95,31 @@ func (d *Dialog) State() (DialogState, bool) {
 	return st, true
 }
 
-// Credentials answer a digest challenge (RFC 3261 §22.2): the trunk's.
-type Credentials struct{ Username, Password string }
-
 // ByeFromState ends a dialog that an earlier process confirmed: it sends a
 // BYE built from st with CSeq st.CSeq+RecoverCSeqMargin and Reason r, and
-// waits for the final response (bounded by ctx and Timer F). A 401 or 407 is
-// answered once with cred, in a new BYE with the next CSeq (RFC 3261
-// §22.2); without a password it is returned as is. It returns the final
-// response's code; an error only when no response came. The UA must be
-// started.
-func (u *UA) ByeFromState(ctx context.Context, st DialogState, r Reason, cred Credentials) (int, error) {
+// waits for the final response (bounded by ctx and Timer F). t is the
+// dialog's trunk as this run's config has it (nil: unknown). Over TLS the
+// connection is made with t's TLS settings (its CA, client certificate and
+// server name), as the dialog's own was. A 401 or 407 is answered once with
+// t's credentials, in a new BYE with the next CSeq (RFC 3261 §22.2);
+// without a password it is returned as is. It returns the final response's
+// code; an error only when no response came. The UA must be started.
+func (u *UA) ByeFromState(ctx context.Context, st DialogState, r Reason, t *Trunk) (int, error) {
 	req, err := u.byeFromState(st, r)
 	if err != nil {
 		return 0, err
+	}
+	if t != nil && strings.EqualFold(st.Transport, "TLS") {
+		if _, _, err := u.dialTLS(ctx, t, u.ListenAddr("tls")); err != nil {
+			return 0, err
+		}
 	}
 	res, err := u.do(ctx, req)
 	if err != nil {
 		return 0, err
 	}
-	if (res.StatusCode == 401 || res.StatusCode == 407) && cred.Password != "" {
-		auth, aerr := digestHeader(req, res, cred.Username, cred.Password)
+	if (res.StatusCode == 401 || res.StatusCode == 407) && t != nil && t.Password != "" {
+		auth, aerr := digestHeader(req, res, t.Username, t.Password)
 		if aerr != nil {
 			return res.StatusCode, nil // no challenge ponte can answer
 		}

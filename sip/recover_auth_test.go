@@ -8,6 +8,7 @@ import (
 
 	sipgo "github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
+	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sip"
 )
 
@@ -40,7 +41,7 @@ func TestByeFromStateChallenged(t *testing.T) {
 			}
 			u.Close() // the crash
 
-			cred := sip.Credentials{Username: "ponte"}
+			cred := &sip.Trunk{Name: "pbx1", Username: "ponte"}
 			if withCreds {
 				cred.Password = "s3cret"
 			}
@@ -93,5 +94,62 @@ func TestByeFromStateChallenged(t *testing.T) {
 				t.Fatalf("ByeFromState = %d, %v; want 200", r.code, r.err)
 			}
 		})
+	}
+}
+
+// TestByeFromStateTLS: a dialog on a TLS trunk with a private CA, a client
+// certificate the PBX demands and a server name is ended from its state by
+// a new UA: with the trunk, the BYE goes over a connection made with the
+// trunk's own TLS settings and the PBX's call ends; without it (a trunk
+// removed from the config since the crash) sipgo's default dial cannot
+// verify the PBX, the BYE fails with an error and the PBX's call goes on.
+func TestByeFromStateTLS(t *testing.T) {
+	pki, err := pbx.NewTestPKI(t.TempDir(), "127.0.0.1", "pbx.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := tlsPBX(t, pki, pbx.SRTPAccept, true)
+	u := tlsUA(t, pki)
+	trunk := &sip.Trunk{
+		Name: "secure", Address: p.Addr().String(), Transport: "tls", Codecs: []string{"PCMU"},
+		TLS: &sip.TLSConfig{CAFile: pki.CAFile, CertFile: pki.ClientCert, KeyFile: pki.ClientKey, ServerName: "pbx.test"},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	d, err := u.Dial(ctx, sip.DialRequest{Trunk: trunk, Target: "1000", FromUser: "+5511999", Media: newRTP(t, u)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call, err := p.NextCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WaitAnswer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, ok := d.State()
+	if !ok || st.Transport != "TLS" || st.Trunk != "secure" {
+		t.Fatalf("state %+v ok=%v", st, ok)
+	}
+	u.Close() // the crash
+	reason := sip.Reason{Protocol: "SIP", Cause: 500, Text: "ponte restarted"}
+
+	bare := tlsUA(t, pki)
+	if code, err := bare.ByeFromState(ctx, st, reason, nil); err == nil {
+		t.Fatalf("ByeFromState without the trunk = %d, nil: want an error (the PBX's private CA is unknown to the default dial)", code)
+	}
+	select {
+	case <-call.Ended():
+		t.Fatal("the PBX's call ended although no BYE could reach it")
+	default:
+	}
+
+	code, err := tlsUA(t, pki).ByeFromState(ctx, st, reason, trunk)
+	if err != nil || code != 200 {
+		t.Fatalf("ByeFromState with the trunk = %d, %v", code, err)
+	}
+	waitClosed(t, call.Ended(), "the PBX call to end")
+	if call.EndedBy() != "bye" || call.ByeReason() != reason.String() {
+		t.Fatalf("PBX call ended by %q reason %q", call.EndedBy(), call.ByeReason())
 	}
 }

@@ -49,7 +49,7 @@ func TestByeFromStateUAC(t *testing.T) {
 	}
 	u2 := newUA(t)
 	reason := sip.Reason{Protocol: "SIP", Cause: 500, Text: "ponte restarted"}
-	code, err := u2.ByeFromState(ctx, st, reason, sip.Credentials{})
+	code, err := u2.ByeFromState(ctx, st, reason, nil)
 	if err != nil || code != 200 {
 		t.Fatalf("ByeFromState = %d, %v", code, err)
 	}
@@ -90,7 +90,7 @@ func TestByeFromStateUAS(t *testing.T) {
 	}
 	srv.Close()
 	u2 := newUA(t)
-	code, err := u2.ByeFromState(ctx, st, sip.Reason{Protocol: "SIP", Cause: 500, Text: "ponte restarted"}, sip.Credentials{})
+	code, err := u2.ByeFromState(ctx, st, sip.Reason{Protocol: "SIP", Cause: 500, Text: "ponte restarted"}, nil)
 	if err != nil || code != 200 {
 		t.Fatalf("ByeFromState = %d, %v", code, err)
 	}

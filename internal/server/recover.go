@@ -93,7 +93,7 @@ func (s *Server) recoverCall(ctx context.Context, lc store.LiveCall) {
 			byeCode, byeErr = s.UA.CancelFromState(ctx, st, recoverReason)
 		} else {
 			sipAction = "BYE"
-			byeCode, byeErr = s.UA.ByeFromState(ctx, st, recoverReason, s.trunkCredentials(st.Trunk))
+			byeCode, byeErr = s.UA.ByeFromState(ctx, st, recoverReason, s.recoveryTrunk(st.Trunk))
 		}
 	}
 	wg.Wait()
@@ -110,19 +110,20 @@ func (s *Server) recoverCall(ctx context.Context, lc store.LiveCall) {
 		"sip_action", sipAction, "sip_code", byeCode, "sip_err", errText(byeErr), "record_err", errText(recErr), "row_err", errText(delErr))
 }
 
-// trunkCredentials are the digest credentials of the named trunk in this
-// run's config, for a PBX that challenges the recovery BYE. A trunk renamed
-// or removed since the crash has none: the BYE's 401/407 is then logged.
-func (s *Server) trunkCredentials(name string) sip.Credentials {
+// recoveryTrunk is the named trunk as this run's config has it: its
+// credentials answer a PBX that challenges the recovery BYE, and its TLS
+// settings make the connection. A trunk renamed or removed since the crash
+// is nil: the BYE then goes without either, and a 401/407 is logged.
+func (s *Server) recoveryTrunk(name string) *sip.Trunk {
 	if name == "" {
-		return sip.Credentials{}
+		return nil
 	}
-	for _, t := range s.cfg.SIP.Trunks {
-		if t.Name == name {
-			return sip.Credentials{Username: t.Auth.Username, Password: t.Auth.Password}
+	for i := range s.cfg.SIP.Trunks {
+		if t := &s.cfg.SIP.Trunks[i]; t.Name == name {
+			return gateway.SIPTrunk(t)
 		}
 	}
-	return sip.Credentials{}
+	return nil
 }
 
 // ensureInterruptedRecord leaves a record for the call: CloseInterrupted
