@@ -3,6 +3,7 @@ package sip_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,5 +152,54 @@ func TestByeFromStateTLS(t *testing.T) {
 	waitClosed(t, call.Ended(), "the PBX call to end")
 	if call.EndedBy() != "bye" || call.ByeReason() != reason.String() {
 		t.Fatalf("PBX call ended by %q reason %q", call.EndedBy(), call.ByeReason())
+	}
+}
+
+// TestCancelFromStateAcks487: after a crash while the PBX rang, the new UA
+// cancels the INVITE from its state; the PBX answers the CANCEL 200 and the
+// INVITE 487, and the new UA ACKs that 487 (and its retransmission) as the
+// INVITE's client transaction would have (RFC 3261 §17.1.1.3): the INVITE's
+// Request-URI, branch, From, Call-ID and CSeq number, the 487's To tag.
+func TestCancelFromStateAcks487(t *testing.T) {
+	u := newUA(t)
+	d, w, inv, src := dialWire(t, u)
+	w.send(provisional(inv, 180, "Ringing", "ring1"), src)
+	var st sip.DialogState
+	waitFor(t, func() bool {
+		var ok bool
+		st, ok = d.EarlyState()
+		return ok
+	}, "the early state after the 180")
+	u.Close() // the crash
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u2 := newUA(t)
+	done := make(chan int, 1)
+	go func() {
+		code, _ := u2.CancelFromState(ctx, st, sip.Reason{Protocol: "SIP", Cause: 500, Text: "ponte restarted"})
+		done <- code
+	}()
+	m, from := w.recv(3*time.Second, isReq("CANCEL"))
+	c := m.(*sipgo.Request)
+	w.send(response(c, 200, "OK"), from)
+	if code := <-done; code != 200 {
+		t.Fatalf("CancelFromState = %d, want 200", code)
+	}
+	// The 487 goes where the INVITE's Via says: the original INVITE's
+	// response path (the UA's listener, with rport).
+	r487 := strings.Replace(response(inv, 487, "Request Terminated"), "tag=uas1", "tag=ring1", 1)
+	branch, _ := inv.Via().Params.Get("branch")
+	for i := range 2 { // the 487 and one retransmission: each gets its ACK
+		w.send(r487, from)
+		m, _ := w.recv(3*time.Second, isReq("ACK"))
+		ack := m.(*sipgo.Request)
+		ab, _ := ack.Via().Params.Get("branch")
+		tag, _ := ack.To().Params.Get("tag")
+		if ack.Recipient.String() != inv.Recipient.String() || ab != branch || ack.CallID().Value() != inv.CallID().Value() ||
+			ack.CSeq().SeqNo != inv.CSeq().SeqNo || ack.CSeq().MethodName != sipgo.ACK || tag != "ring1" ||
+			ack.From().String() != inv.From().String() {
+			t.Fatalf("ACK %d:\n%s\nwant it to match the INVITE:\n%s", i, ack.String(), inv.String())
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -47,43 +48,108 @@ func (st DialogState) Early() bool { return st.Branch != "" && st.RemoteTag == "
 // CancelFromState cancels an INVITE that an earlier process sent and that
 // was still ringing when it died: a CANCEL built from st (EarlyState) with
 // Reason r, sent to st.Dest; it waits for the CANCEL's final response
-// (bounded by ctx and Timer F) and returns its code. The INVITE itself is
-// then answered 487 by the PBX; this process holds no transaction for it,
-// so that 487 goes unacknowledged and the PBX stops retransmitting it after
-// Timer H (§17.2.1): the agent's phone stops ringing at the CANCEL.
+// (bounded by ctx and Timer F) and returns its code. The PBX then answers
+// the INVITE itself 487; no transaction for it survives in this process, so
+// for 64*T1 this UA ACKs such a final response itself (ackRecovered), and the
+// PBX stops retransmitting it at once rather than at its Timer H (§17.2.1).
 func (u *UA) CancelFromState(ctx context.Context, st DialogState, r Reason) (int, error) {
-	req, err := u.cancelFromState(st, r)
+	req, inv, d, err := u.cancelFromState(st, r)
+	if err == nil {
+		u.rememberRecovered(inv, d)
+	}
 	return u.sendFromState(ctx, req, err)
 }
 
+// recoveredInvite is an INVITE rebuilt from a state to cancel it: what the
+// ACK of its non-2xx final response needs (RFC 3261 §17.1.1.3).
+type recoveredInvite struct {
+	inv     *sip.Request
+	d       *Dialog // transport, destination, local address
+	expires time.Time
+}
+
+// recoveredMax bounds the table; recovery cancels a handful of INVITEs.
+const recoveredMax = 4096
+
+func (u *UA) rememberRecovered(inv *sip.Request, d *Dialog) {
+	branch, _ := inv.Via().Params.Get("branch")
+	now := time.Now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.recovered == nil {
+		u.recovered = map[string]recoveredInvite{}
+	}
+	for k, ri := range u.recovered {
+		if now.After(ri.expires) {
+			delete(u.recovered, k)
+		}
+	}
+	if len(u.recovered) < recoveredMax {
+		u.recovered[branch] = recoveredInvite{inv: inv, d: d, expires: now.Add(64 * sip.T1)}
+	}
+}
+
+// ackRecovered ACKs a final non-2xx response to an INVITE cancelled from a
+// state, and to each retransmission of it: the ACK carries the INVITE's
+// Request-URI, Via (same branch), From, Call-ID and CSeq number, and the
+// response's To (§17.1.1.3). It reports whether res was such a response.
+func (u *UA) ackRecovered(res *sip.Response) bool {
+	if res.StatusCode < 300 || res.CSeq() == nil || res.CSeq().MethodName != sip.INVITE || res.Via() == nil || res.To() == nil {
+		return false
+	}
+	branch, _ := res.Via().Params.Get("branch")
+	u.mu.Lock()
+	ri, ok := u.recovered[branch]
+	u.mu.Unlock()
+	if !ok || time.Now().After(ri.expires) || callIDOf(res) != ri.inv.CallID().Value() || res.CSeq().SeqNo != ri.inv.CSeq().SeqNo {
+		return false
+	}
+	inv := ri.inv
+	ack := sip.NewRequest(sip.ACK, *inv.Recipient.Clone())
+	ack.AppendHeader(sip.HeaderClone(inv.Via()))
+	mf := sip.MaxForwardsHeader(70)
+	ack.AppendHeader(&mf)
+	ack.AppendHeader(sip.HeaderClone(inv.From()))
+	ack.AppendHeader(sip.HeaderClone(res.To()))
+	ack.AppendHeader(sip.HeaderClone(inv.CallID()))
+	ack.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.ACK})
+	ack.SetBody(nil)
+	ri.d.finish(ack, ri.d.dest)
+	if err := u.ua.TransportLayer().WriteMsg(ack); err != nil {
+		u.log.Debug("sip: ACK of a recovered INVITE's final response not sent", "call_id", callIDOf(res), "err", err)
+	}
+	return true
+}
+
 // cancelFromState rebuilds the INVITE's identifying headers and hands them
-// to the dialog's own CANCEL builder (buildCancel).
-func (u *UA) cancelFromState(st DialogState, r Reason) (*sip.Request, error) {
+// to the dialog's own CANCEL builder (buildCancel). It returns the rebuilt
+// INVITE and its shadow dialog too, for ackRecovered.
+func (u *UA) cancelFromState(st DialogState, r Reason) (*sip.Request, *sip.Request, *Dialog, error) {
 	bad := func(what string) error { return fmt.Errorf("%w: %s", ErrBadState, what) }
 	if st.Role != RoleUAC || !st.Early() {
-		return nil, bad("not an early UAC state")
+		return nil, nil, nil, bad("not an early UAC state")
 	}
 	if st.CallID == "" || st.LocalTag == "" || st.Dest == "" || st.CSeq == 0 {
-		return nil, bad("Call-ID, local tag, destination and CSeq are required")
+		return nil, nil, nil, bad("Call-ID, local tag, destination and CSeq are required")
 	}
 	for i := 0; i < len(st.Branch); i++ {
 		if !isTokenChar(st.Branch[i]) {
-			return nil, bad("branch is not a token")
+			return nil, nil, nil, bad("branch is not a token")
 		}
 	}
 	sp, err := u.parseState(st, st.InviteURI, "Request-URI", st.InviteURI, st.ViaSentBy)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	tr, lap, ruri := sp.tr, sp.lap, sp.uri
 	local, lp, ln, remote, rp, rn := sp.local, sp.lp, sp.ln, sp.remote, sp.rp, sp.rn
 	host, port, err := net.SplitHostPort(st.ViaSentBy)
 	pn, perr := strconv.Atoi(port)
 	if err != nil || perr != nil || host == "" || pn <= 0 || pn > 65535 {
-		return nil, bad("Via sent-by " + SanitizeHeaderValue(st.ViaSentBy, 64))
+		return nil, nil, nil, bad("Via sent-by " + SanitizeHeaderValue(st.ViaSentBy, 64))
 	}
 	if _, _, err := splitHostPort(st.Dest); err != nil {
-		return nil, bad("destination " + SanitizeHeaderValue(st.Dest, 64))
+		return nil, nil, nil, bad("destination " + SanitizeHeaderValue(st.Dest, 64))
 	}
 	lp.Add("tag", st.LocalTag)
 
@@ -103,5 +169,5 @@ func (u *UA) cancelFromState(st DialogState, r Reason) (*sip.Request, error) {
 		// From the listening socket, so the response reaches the Via port.
 		d.laddr = sip.Addr{IP: net.IP(lap.Addr().AsSlice()), Port: int(lap.Port())}
 	}
-	return d.buildCancel(inv, r), nil
+	return d.buildCancel(inv, r), inv, d, nil
 }

@@ -19,7 +19,7 @@ func TestCancelFromStateBuild(t *testing.T) {
 	if !st.Early() {
 		t.Fatal("an early state does not say so")
 	}
-	req, err := u.cancelFromState(st, Reason{Protocol: "Q.850", Cause: 41, Text: "ponte restarted"})
+	req, _, _, err := u.cancelFromState(st, Reason{Protocol: "Q.850", Cause: 41, Text: "ponte restarted"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,11 +62,11 @@ func TestCancelFromStateRejectsBadState(t *testing.T) {
 	} {
 		st := good
 		edit(&st)
-		if _, err := u.cancelFromState(st, Reason{}); !errors.Is(err, ErrBadState) {
+		if _, _, _, err := u.cancelFromState(st, Reason{}); !errors.Is(err, ErrBadState) {
 			t.Errorf("%s: err = %v, want ErrBadState", name, err)
 		}
 	}
-	if _, err := u.cancelFromState(good, Reason{}); err != nil {
+	if _, _, _, err := u.cancelFromState(good, Reason{}); err != nil {
 		t.Errorf("good state refused: %v", err)
 	}
 }
@@ -84,7 +84,7 @@ func FuzzCancelFromState(f *testing.F) {
 	f.Fuzz(func(t *testing.T, callID, lt, local, remote, ruri, sentBy, branch, tr, dest string) {
 		st := DialogState{Role: RoleUAC, CallID: callID, LocalTag: lt, LocalURI: local, RemoteURI: remote,
 			InviteURI: ruri, ViaSentBy: sentBy, Branch: branch, CSeq: 9, Transport: tr, Dest: dest}
-		req, err := u.cancelFromState(st, Reason{})
+		req, _, _, err := u.cancelFromState(st, Reason{})
 		if err != nil {
 			return
 		}

@@ -87,9 +87,10 @@ type UA struct {
 	closing   chan struct{}
 	ctx       context.Context // cancelled by Close; parent of background signalling
 	cancel    context.CancelFunc
-	tlsc      *tlsClient    // H-TLS: per-trunk TLS connections (tls.go)
-	sec       security      // H-SIPSEC: bans, scanner filter, TLS certificate reload (ban.go, scanner.go, tls.go)
-	panics    atomic.Uint64 // request handler panics recovered (guard.go)
+	tlsc      *tlsClient                 // H-TLS: per-trunk TLS connections (tls.go)
+	sec       security                   // H-SIPSEC: bans, scanner filter, TLS certificate reload (ban.go, scanner.go, tls.go)
+	panics    atomic.Uint64              // request handler panics recovered (guard.go)
+	recovered map[string]recoveredInvite // INVITEs cancelled from a state, by branch (recover_cancel.go)
 	wg        sync.WaitGroup
 }
 
@@ -398,6 +399,9 @@ func (u *UA) listenerFor(transport string) (netip.AddrPort, bool) {
 }
 
 func (u *UA) unhandledResponse(res *sip.Response) {
+	if u.ackRecovered(res) {
+		return
+	}
 	// A 2xx for our INVITE that no transaction matches (after Timer M, or
 	// from a UAS that changed the Via) is still ACKed, and BYEd if it is
 	// another fork's (RFC 3261 §13.2.2.4); one that overtakes the first
