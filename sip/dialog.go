@@ -509,7 +509,9 @@ func (d *Dialog) late2xx(r *sip.Response) {
 	d.mu.Lock()
 	ack, tag := d.ack2xx, d.remoteTag
 	if ack == nil {
-		d.early2xx = append(d.early2xx, r)
+		if len(d.early2xx) < maxEarly2xx {
+			d.early2xx = append(d.early2xx, r)
+		}
 		d.mu.Unlock()
 		return
 	}
@@ -520,6 +522,10 @@ func (d *Dialog) late2xx(r *sip.Response) {
 	}
 	_ = d.ua.ua.TransportLayer().WriteMsg(ack.Clone())
 }
+
+// maxEarly2xx bounds the 2xx kept for answered(): forks answer a handful
+// of times; a peer repeating itself beyond that gets no more queue.
+const maxEarly2xx = 16
 
 // answered handles the 2xx: ACK first, then everything else.
 func (d *Dialog) answered(res *sip.Response) {
