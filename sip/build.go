@@ -122,20 +122,30 @@ func (d *Dialog) buildInvite(auth sip.Header) *sip.Request {
 // buildCancel builds the CANCEL for the current INVITE: same Request-URI,
 // top Via (branch), From, To, Call-ID and CSeq number (RFC 3261 §9.1).
 func (d *Dialog) buildCancel(inv *sip.Request, r Reason) *sip.Request {
-	req := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
-	req.AppendHeader(sip.HeaderClone(inv.Via()))
-	mf := sip.MaxForwardsHeader(70)
-	req.AppendHeader(&mf)
-	req.AppendHeader(sip.HeaderClone(inv.From()))
-	req.AppendHeader(sip.HeaderClone(inv.To()))
-	req.AppendHeader(sip.HeaderClone(inv.CallID()))
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	req := likeInvite(inv, sip.CANCEL, inv.To())
 	req.AppendHeader(sip.NewHeader("User-Agent", d.ua.cfg.UserAgent))
 	if !r.IsZero() {
 		req.AppendHeader(sip.NewHeader("Reason", r.String())) // RFC 3326 §2
 	}
 	req.SetBody(nil)
 	d.finish(req, d.dest)
+	return req
+}
+
+// likeInvite starts a request that RFC 3261 builds from the INVITE it
+// refers to: a CANCEL (§9.1) or the ACK of a non-2xx final response
+// (§17.1.1.3) carries the INVITE's Request-URI, top Via (same branch),
+// From, Call-ID and CSeq number with its own method; to is the INVITE's To
+// for a CANCEL, the response's for an ACK.
+func likeInvite(inv *sip.Request, method sip.RequestMethod, to *sip.ToHeader) *sip.Request {
+	req := sip.NewRequest(method, *inv.Recipient.Clone())
+	req.AppendHeader(sip.HeaderClone(inv.Via()))
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	req.AppendHeader(sip.HeaderClone(inv.From()))
+	req.AppendHeader(sip.HeaderClone(to))
+	req.AppendHeader(sip.HeaderClone(inv.CallID()))
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: method})
 	return req
 }
 

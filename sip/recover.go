@@ -135,19 +135,6 @@ func (u *UA) ByeFromState(ctx context.Context, st DialogState, r Reason, t *Trun
 	return res.StatusCode, nil
 }
 
-// sendFromState sends a request built from a persisted state (or returns
-// the builder's error) and returns the final response's code.
-func (u *UA) sendFromState(ctx context.Context, req *sip.Request, err error) (int, error) {
-	if err != nil {
-		return 0, err
-	}
-	res, err := u.do(ctx, req)
-	if err != nil {
-		return 0, err
-	}
-	return res.StatusCode, nil
-}
-
 // byeFromState builds the BYE with the dialog's own in-dialog builder
 // (build.go) on a shadow dialog, as forked() does for a second 2xx.
 func (u *UA) byeFromState(st DialogState, r Reason) (*sip.Request, error) {

@@ -54,10 +54,15 @@ func (st DialogState) Early() bool { return st.Branch != "" && st.RemoteTag == "
 // PBX stops retransmitting it at once rather than at its Timer H (§17.2.1).
 func (u *UA) CancelFromState(ctx context.Context, st DialogState, r Reason) (int, error) {
 	req, inv, d, err := u.cancelFromState(st, r)
-	if err == nil {
-		u.rememberRecovered(inv, d)
+	if err != nil {
+		return 0, err
 	}
-	return u.sendFromState(ctx, req, err)
+	u.rememberRecovered(inv, d)
+	res, err := u.do(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	return res.StatusCode, nil
 }
 
 // recoveredInvite is an INVITE rebuilt from a state to cancel it: what the
@@ -104,15 +109,7 @@ func (u *UA) ackRecovered(res *sip.Response) bool {
 	if !ok || time.Now().After(ri.expires) || callIDOf(res) != ri.inv.CallID().Value() || res.CSeq().SeqNo != ri.inv.CSeq().SeqNo {
 		return false
 	}
-	inv := ri.inv
-	ack := sip.NewRequest(sip.ACK, *inv.Recipient.Clone())
-	ack.AppendHeader(sip.HeaderClone(inv.Via()))
-	mf := sip.MaxForwardsHeader(70)
-	ack.AppendHeader(&mf)
-	ack.AppendHeader(sip.HeaderClone(inv.From()))
-	ack.AppendHeader(sip.HeaderClone(res.To()))
-	ack.AppendHeader(sip.HeaderClone(inv.CallID()))
-	ack.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.ACK})
+	ack := likeInvite(ri.inv, sip.ACK, res.To())
 	ack.SetBody(nil)
 	ri.d.finish(ack, ri.d.dest)
 	if err := u.ua.TransportLayer().WriteMsg(ack); err != nil {

@@ -115,15 +115,11 @@ func (s *Server) recoverCall(ctx context.Context, lc store.LiveCall) {
 // settings make the connection. A trunk renamed or removed since the crash
 // is nil: the BYE then goes without either, and a 401/407 is logged.
 func (s *Server) recoveryTrunk(name string) *sip.Trunk {
-	if name == "" {
+	t := s.cfg.Trunk(name)
+	if name == "" || t == nil {
 		return nil
 	}
-	for i := range s.cfg.SIP.Trunks {
-		if t := &s.cfg.SIP.Trunks[i]; t.Name == name {
-			return gateway.SIPTrunk(t)
-		}
-	}
-	return nil
+	return gateway.SIPTrunk(t)
 }
 
 // ensureInterruptedRecord leaves a record for the call: CloseInterrupted
