@@ -492,7 +492,7 @@ func (c *call) afterAnswer(leg metaLeg, rtpSess *sip.RTPSession, dlg *sip.Dialog
 		}
 		c.mediaFor = dlg.CallID()
 	}
-	if err := c.acceptMeta(leg, acceptBy); err != nil {
+	if err := c.acceptWatchingPBX(leg, cur.dlg, acceptBy); err != nil {
 		return err
 	}
 	c.persist(store.EventAnswered)
@@ -578,89 +578,6 @@ func (c *call) startPBXMedia(rtpSess *sip.RTPSession, md *sip.MediaDesc, trunk *
 	rtpSess.SetRemote(md.Addr)
 	c.rec.Codec, c.rec.DTMFMode = pm.Codec, pm.DTMFMode
 	return c.bridge.SetPBX(pm)
-}
-
-// acceptMeta waits for DTLS, sends accept with the pre_accept SDP and opens
-// media toward Meta only once accept returned 200.
-func (c *call) acceptMeta(leg metaLeg, acceptBy time.Time) error {
-	if c.accepted {
-		return nil
-	}
-	wctx, cancel := context.WithDeadline(c.ctx, minTime(acceptBy, time.Now().Add(c.cfg().Media.ConnectTimeout.D())))
-	defer cancel()
-	if err := leg.WaitConnected(wctx); err != nil {
-		if cause := context.Cause(c.ctx); cause != nil {
-			return cause
-		}
-		return fmt.Errorf("%w: %v", ErrMediaConnect, err)
-	}
-	if err := c.g.graph.Accept(c.ctx, c.ev.PhoneNumberID, c.ev.CallID, c.answer, c.id); err != nil {
-		if cause := context.Cause(c.ctx); cause != nil {
-			return cause // terminate webhook while accept was in flight: no retry
-		}
-		c.noteAcceptFailure(err) // FAULT (metaend.go)
-		return fmt.Errorf("%w: %v", ErrAcceptFailed, err)
-	}
-	c.accepted = true
-	c.livePut() // CRASH: Meta accepted: terminate, not reject, after a crash
-	c.rec.Accepted = time.Now()
-	leg.EnableSend()
-	c.bridge.OpenMeta()
-	c.uicConnected()
-	return nil
-}
-
-// finish tells Meta what it needs to know and fills the record.
-func (c *call) finish(err error) {
-	er := classify(err)
-	c.rec.Outcome = er.outcome
-	c.rec.Ended = time.Now()
-	c.termMu.Lock()
-	c.rec.MetaStatus, c.rec.MetaErrors = c.termStatus, c.termCodes
-	c.termMu.Unlock()
-	action := metaReject
-	switch {
-	case errors.Is(err, ErrCallerHangup):
-		action, c.rec.EndedBy = metaNone, "caller"
-		if c.rec.MetaStatus == "FAILED" && len(c.rec.MetaErrors) > 0 {
-			// Meta ended it with a reason (media timeouts 138021/138022, ...);
-			// FAILED without errors is an unanswered call the user gave up on.
-			c.rec.Outcome, c.rec.EndedBy = "meta_failed", "meta"
-		}
-	case c.accepted:
-		action = metaTerminate
-		c.rec.EndedBy = "ponte"
-		if errors.Is(err, ErrPBXHangup) {
-			c.rec.EndedBy = "pbx"
-		}
-	default:
-		c.rec.EndedBy = "ponte"
-		var se *sip.StatusError
-		if errors.As(err, &se) {
-			c.rec.EndedBy = "pbx"
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var gerr error
-	switch action {
-	case metaReject:
-		gerr = c.rejectAtMeta(ctx) // FAULT: reject, or terminate after an unsure accept (metaend.go)
-	case metaTerminate:
-		gerr = c.g.graph.Terminate(ctx, c.ev.PhoneNumberID, c.ev.CallID)
-	}
-	if gerr != nil {
-		c.log.Warn("telling Meta the call ended failed", "err", gerr)
-	}
-	c.log.Info("call ended", "outcome", c.rec.Outcome, "ended_by", c.rec.EndedBy, "cause", errString(err),
-		"to_meta_packets", c.rec.ToMeta.Out, "to_pbx_packets", c.rec.ToPBX.Out)
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }
 
 // attempt is one step of the hunt.

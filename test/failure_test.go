@@ -2,6 +2,7 @@ package test
 
 import (
 	"net"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -403,5 +404,49 @@ func TestInboundHangupWhileAcceptInFlight(t *testing.T) {
 	}
 	if recs := env.Server.Gateway.Records(); len(recs) != 1 || recs[0].EndedBy != "caller" {
 		t.Errorf("record %+v", recs)
+	}
+}
+
+// TestInboundPBXHangupWhileAcceptAnswerInFlight: Meta has carried out
+// ponte's accept but its answer is still on the way when the PBX hangs up.
+// ponte cannot know whether the accept took effect (ref §3.2: a request the
+// client gave up on may still be carried out). Its reject is refused
+// ("already in progress"), so it must send terminate: otherwise the user
+// stays in a dead, billed call until Meta's no-media timer.
+func TestInboundPBXHangupWhileAcceptAnswerInFlight(t *testing.T) {
+	env := startEnv(t, scenario.Options{})
+	env.Meta.DelayResponse("accept", 3*time.Second)
+	caller, err := env.Meta.Call(ctxT(t, 10*time.Second), wasim.CallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := env.PBX.NextCall(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(5*time.Second, func() bool { return !caller.AcceptedAt().IsZero() }) {
+		t.Fatal("Meta never carried out an accept")
+	}
+	if err := pc.Hangup(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if r := callerEnded(t, caller, 10*time.Second); r != "gateway_terminate" {
+		t.Errorf("caller end reason %q, want gateway_terminate", r)
+	}
+	// The simulator records the held accept when ponte gives up on it,
+	// which may come just after the reject: compare in any order, once.
+	const want = "accept,pre_accept,reject,terminate"
+	var got string
+	waitFor(5*time.Second, func() bool {
+		a := strings.Split(actions(requests(env, caller.ID())), ",")
+		sort.Strings(a)
+		got = strings.Join(a, ",")
+		return got == want
+	})
+	if got != want {
+		t.Errorf("Graph requests (sorted) %q, want %q: no accept retry, and terminate after the refused reject", got, want)
+	}
+	if r := oneRecord(t, env); r.EndedBy != "pbx" {
+		t.Errorf("record ended_by %q, want pbx", r.EndedBy)
 	}
 }

@@ -242,6 +242,14 @@ func TestMediaPanicEndsOnlyThatCall(t *testing.T) {
 	var calls [2]leg
 	for i := range calls {
 		calls[i].caller, calls[i].pc = connected(t, env, wasim.CallOptions{From: fmt.Sprintf("551198765430%d", i), ExpectHz: 1000})
+		// ponte sends media toward Meta only once it has accept's 200: from
+		// then on the call is surely accepted and a panic ends it with
+		// terminate. (Before, a reject then terminate: see
+		// TestInboundPBXHangupWhileAcceptAnswerInFlight.)
+		c := calls[i].caller
+		if !waitFor(5*time.Second, func() bool { return !c.Stream().FirstRTP.IsZero() }) {
+			t.Fatalf("call %d: no media from ponte", i)
+		}
 	}
 	var victim atomic.Uint64
 	gateway.SetMediaFault(func(call, _ uint64) {

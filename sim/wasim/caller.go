@@ -187,6 +187,15 @@ func (c *Caller) AcceptRespondedAt() time.Time {
 	return c.acceptRespondedAt
 }
 
+// AcceptedAt is when the simulator carried out the accept (zero before): the
+// call is in progress at Meta from then, whether or not the answer reached
+// the gateway yet.
+func (c *Caller) AcceptedAt() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.acceptedAt
+}
+
 // EndReason says why the call ended: "gateway_terminate", "gateway_reject", "user_hangup",
 // "accept_timeout", "no_media_138021", "no_media_138022" (or "" while it lasts).
 func (c *Caller) EndReason() string {

@@ -1,6 +1,7 @@
 package wasim
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -120,6 +121,7 @@ func (m *Meta) handleCalls(w http.ResponseWriter, r *http.Request) {
 		default:
 			after, gerr = m.doAction(&gb)
 		}
+		m.holdResponse(r.Context(), gb.Action)
 	}
 	m.respond(w, &rec, resp, gerr)
 	if after != nil {
@@ -153,6 +155,23 @@ func (m *Meta) delayAndInject(w http.ResponseWriter, rec *GraphRequest) bool {
 		return true
 	}
 	return false
+}
+
+// holdResponse applies DelayResponse: the action has taken effect; its
+// answer waits (or until the client gives up).
+func (m *Meta) holdResponse(ctx context.Context, action string) {
+	m.mu.Lock()
+	d := m.respDelays[action]
+	m.mu.Unlock()
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // respond records the request, then writes resp (or gerr): once the client has the answer,

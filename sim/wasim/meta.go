@@ -102,17 +102,18 @@ type Meta struct {
 	ctx  context.Context // cancelled by Close: bounds background webhook deliveries
 	stop context.CancelFunc
 
-	mu       sync.Mutex
-	closed   bool
-	calls    map[string]*Caller
-	callees  map[string]*Callee
-	newCall  []*Callee     // business-initiated calls in creation order, for WaitCallee
-	taken    int           // how many of newCall WaitCallee has returned
-	calleeCh chan struct{} // closed and replaced whenever a callee is added
-	requests []GraphRequest
-	webhooks []WebhookDelivery
-	failures map[string][]injected
-	delays   map[string]time.Duration // per action: how long the Graph API takes to answer
+	mu         sync.Mutex
+	closed     bool
+	calls      map[string]*Caller
+	callees    map[string]*Callee
+	newCall    []*Callee     // business-initiated calls in creation order, for WaitCallee
+	taken      int           // how many of newCall WaitCallee has returned
+	calleeCh   chan struct{} // closed and replaced whenever a callee is added
+	requests   []GraphRequest
+	webhooks   []WebhookDelivery
+	failures   map[string][]injected
+	respDelays map[string]time.Duration // DelayResponse
+	delays     map[string]time.Duration // per action: how long the Graph API takes to answer
 
 	umu     sync.Mutex // guards users, permGets; never held while taking another lock
 	users   map[string]*user
@@ -196,6 +197,19 @@ func (m *Meta) InjectFailure(action string, status int, body string, times int) 
 	for range times {
 		m.failures[action] = append(m.failures[action], injected{status: status, body: body})
 	}
+}
+
+// DelayResponse makes the Graph API carry out action at once and hold its
+// response d: Meta has acted, the client does not know yet (a slow or lost
+// response, so a test can end a call while an accept that took effect is
+// in flight).
+func (m *Meta) DelayResponse(action string, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.respDelays == nil {
+		m.respDelays = map[string]time.Duration{}
+	}
+	m.respDelays[action] = d
 }
 
 // DelayAction makes the Graph API take d before handling action (e.g. a slow

@@ -133,8 +133,6 @@ type user struct {
 	active      *Callee     // the running business-initiated call (one at a time, 138003)
 }
 
-func (u *user) key() string { return firstNonEmpty(u.o.WaID, u.o.BSUID) }
-
 // status is the permission as of now: an expired temporary permission is no permission ("No
 // webhook is sent when a temporary permission expires", §2.8).
 func (u *user) status(now time.Time) (string, time.Time) {
