@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -196,9 +195,9 @@ func (l *natLab) remove(t *testing.T, ip, nft string) {
 // buildPBXSim builds testdata/pbxsim (the PBX simulator as a program) into dir.
 func buildPBXSim(t *testing.T, dir string) string {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
+	goBin, err := exec.LookPath("go") // make puts /usr/local/go/bin first in PATH
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("the go command is not in PATH: %v", err)
 	}
 	bin := filepath.Join(dir, "pbxsim")
 	cmd := exec.Command(goBin, "build", "-tags", "nolibopusfile", "-o", bin, "./testdata/pbxsim")

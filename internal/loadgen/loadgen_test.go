@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -17,9 +16,9 @@ import (
 // buildPonte builds cmd/ponte from the module root into a temp dir.
 func buildPonte(t *testing.T) string {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
+	goBin, err := exec.LookPath("go") // make puts /usr/local/go/bin first in PATH
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("the go command is not in PATH: %v", err)
 	}
 	out, err := exec.Command(goBin, "env", "GOMOD").Output()
 	if err != nil {

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	sipmsg "github.com/emiago/sipgo/sip"
-
 	"github.com/ponte-gw/ponte/gateway"
 )
 
@@ -74,13 +72,6 @@ func (s *Server) listenersBound() error {
 		}
 	}
 	return nil
-}
-
-func callID(req *sipmsg.Request) string {
-	if c := req.CallID(); c != nil {
-		return c.Value()
-	}
-	return ""
 }
 
 // Drain is the graceful part of a shutdown (SIGTERM, issue 6 item 4):

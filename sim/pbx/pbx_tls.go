@@ -60,14 +60,6 @@ func (p *PBX) serveStream() error {
 	return p.srv.ServeTCP(p.tcp)
 }
 
-// streamTransport is what the TCP port speaks: "tls" or "tcp".
-func (p *PBX) streamTransport() string {
-	if p.cfg.Secure.TLS != nil {
-		return "tls"
-	}
-	return "tcp"
-}
-
 // callSRTP is one call's SRTP state; nil for a plain call. sendLoop owns
 // tx and ebuf, recvLoop owns rx.
 type callSRTP struct {
