@@ -177,7 +177,7 @@ func TestCancelFromStateAcks487(t *testing.T) {
 	u2 := newUA(t)
 	done := make(chan int, 1)
 	go func() {
-		code, _ := u2.CancelFromState(ctx, st, sip.Reason{Protocol: "SIP", Cause: 500, Text: "ponte restarted"})
+		code, _ := u2.CancelFromState(ctx, st, sip.Reason{Protocol: "SIP", Cause: 500, Text: "ponte restarted"}, nil)
 		done <- code
 	}()
 	m, from := w.recv(3*time.Second, isReq("CANCEL"))
@@ -201,5 +201,75 @@ func TestCancelFromStateAcks487(t *testing.T) {
 			ack.From().String() != inv.From().String() {
 			t.Fatalf("ACK %d:\n%s\nwant it to match the INVITE:\n%s", i, ack.String(), inv.String())
 		}
+	}
+}
+
+// TestCancelFromState2xxCrossed: the agent answered just as ponte died, so
+// the PBX's 200 crosses the new process's recovery CANCEL (RFC 3261 §9.1:
+// the CANCEL then has no effect, the dialog stands). The new UA ACKs the 200
+// as a 2xx (§13.2.2.4: new branch, Request-URI the Contact, Route from the
+// Record-Route, the INVITE's CSeq number), ACKs its retransmission again,
+// and BYEs the dialog once with the CANCEL's Reason; without this the agent
+// hears silence until the PBX gives up after 64*T1 (§13.3.1.4).
+func TestCancelFromState2xxCrossed(t *testing.T) {
+	u := newUA(t)
+	d, w, inv, src := dialWire(t, u)
+	w.send(provisional(inv, 180, "Ringing", "ring1"), src)
+	var st sip.DialogState
+	waitFor(t, func() bool {
+		var ok bool
+		st, ok = d.EarlyState()
+		return ok
+	}, "the early state after the 180")
+	u.Close() // the crash
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u2 := newUA(t)
+	done := make(chan int, 1)
+	go func() {
+		code, _ := u2.CancelFromState(ctx, st, sip.Reason{Protocol: "SIP", Cause: 500, Text: "ponte restarted"}, nil)
+		done <- code
+	}()
+	m, from := w.recv(3*time.Second, isReq("CANCEL"))
+	w.send(response(m.(*sipgo.Request), 200, "OK"), from)
+	if code := <-done; code != 200 {
+		t.Fatalf("CancelFromState = %d, want 200", code)
+	}
+	rr := fmt.Sprintf("<sip:edge@127.0.0.1:%d;lr>", w.port())
+	ok := strings.Replace(answer200(inv, "ans1", w.port(), 40010, "Record-Route: "+rr+"\n"), "sip:uas@", "sip:agent@", 1)
+	invBranch, _ := inv.Via().Params.Get("branch")
+	w.send(ok, from)
+	w.send(ok, from) // a retransmission: ACKed again, not BYEd again
+	var acks int
+	var bye *sipgo.Request
+	for acks < 2 || bye == nil {
+		m, _ := w.recv(3*time.Second, func(m sipgo.Message) bool { return isReq("ACK")(m) || isReq("BYE")(m) })
+		r := m.(*sipgo.Request)
+		tag, _ := r.To().Params.Get("tag")
+		br, _ := r.Via().Params.Get("branch")
+		route := r.GetHeader("Route")
+		if tag != "ans1" || r.Recipient.User != "agent" || r.CallID().Value() != inv.CallID().Value() || route == nil || route.Value() != rr {
+			t.Fatalf("%s to the wrong dialog or path: Request-URI %s, To tag %q, Route %v:\n%s", r.Method, r.Recipient.String(), tag, route, r.String())
+		}
+		switch r.Method {
+		case sipgo.ACK:
+			if r.CSeq().SeqNo != inv.CSeq().SeqNo || br == invBranch {
+				t.Fatalf("ACK CSeq %d (want %d) branch %q (must be a new transaction, not %q)", r.CSeq().SeqNo, inv.CSeq().SeqNo, br, invBranch)
+			}
+			acks++
+		case sipgo.BYE:
+			if bye != nil {
+				t.Fatal("a second BYE for the same 2xx")
+			}
+			if r.CSeq().SeqNo <= inv.CSeq().SeqNo || !strings.Contains(hdr(r, "Reason"), "cause=500") {
+				t.Fatalf("BYE CSeq %d Reason %q", r.CSeq().SeqNo, hdr(r, "Reason"))
+			}
+			bye = r
+			w.send(response(r, 200, "OK"), from)
+		}
+	}
+	if m, _ := w.recvQuiet(time.Second, isReq("BYE")); m != nil {
+		t.Fatalf("a second BYE:\n%s", m)
 	}
 }

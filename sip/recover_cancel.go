@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -38,6 +39,8 @@ func (d *Dialog) EarlyState() (DialogState, bool) {
 		LocalURI: from.Value(), RemoteURI: to.Value(), InviteURI: inv.Recipient.String(),
 		ViaSentBy: net.JoinHostPort(via.Host, strconv.Itoa(via.Port)), Branch: branch,
 		CSeq: inv.CSeq().SeqNo, Transport: d.transport, Dest: d.dest, Trunk: d.trunk.Name,
+		// For the BYE of a 2xx that crosses the recovery CANCEL.
+		ViaHost: d.trunk.NAT.AdvertiseHost, RewriteContact: d.trunk.NAT.RewriteContact,
 	}, true
 }
 
@@ -48,16 +51,26 @@ func (st DialogState) Early() bool { return st.Branch != "" && st.RemoteTag == "
 // CancelFromState cancels an INVITE that an earlier process sent and that
 // was still ringing when it died: a CANCEL built from st (EarlyState) with
 // Reason r, sent to st.Dest; it waits for the CANCEL's final response
-// (bounded by ctx and Timer F) and returns its code. The PBX then answers
-// the INVITE itself 487; no transaction for it survives in this process, so
-// for 64*T1 this UA ACKs such a final response itself (ackRecovered), and the
-// PBX stops retransmitting it at once rather than at its Timer H (§17.2.1).
-func (u *UA) CancelFromState(ctx context.Context, st DialogState, r Reason) (int, error) {
+// (bounded by ctx and Timer F) and returns its code. t is the dialog's trunk
+// as this run's config has it (nil: unknown): over TLS the connection is
+// made with its TLS settings, as ByeFromState does.
+//
+// No transaction for the INVITE survives in this process, so for 64*T1
+// this UA answers the INVITE's final response itself (ackRecovered): the
+// PBX's 487 is ACKed at once rather than retransmitted until its Timer H
+// (§17.2.1), and a 2xx that crossed the CANCEL (the agent answered as
+// ponte died, §9.1) is ACKed and BYEd with t's credentials.
+func (u *UA) CancelFromState(ctx context.Context, st DialogState, r Reason, t *Trunk) (int, error) {
 	req, inv, d, err := u.cancelFromState(st, r)
 	if err != nil {
 		return 0, err
 	}
-	u.rememberRecovered(inv, d)
+	if t != nil && strings.EqualFold(st.Transport, "TLS") {
+		if _, _, err := u.dialTLS(ctx, t, u.ListenAddr("tls")); err != nil {
+			return 0, err
+		}
+	}
+	u.rememberRecovered(&recoveredInvite{inv: inv, d: d, st: st, r: r, trunk: t})
 	res, err := u.do(ctx, req)
 	if err != nil {
 		return 0, err
@@ -66,40 +79,47 @@ func (u *UA) CancelFromState(ctx context.Context, st DialogState, r Reason) (int
 }
 
 // recoveredInvite is an INVITE rebuilt from a state to cancel it: what the
-// ACK of its non-2xx final response needs (RFC 3261 §17.1.1.3).
+// ACK of its final response needs (RFC 3261 §17.1.1.3, §13.2.2.4), and the
+// BYE of a 2xx.
 type recoveredInvite struct {
 	inv     *sip.Request
-	d       *Dialog // transport, destination, local address
+	d       *Dialog     // transport, destination, local address
+	st      DialogState // the early state it was rebuilt from
+	r       Reason      // the CANCEL's, and the BYE's of a 2xx that crossed it
+	trunk   *Trunk
 	expires time.Time
+	byed    map[string]bool // To tags of 2xx already BYEd (under u.mu)
 }
 
 // recoveredMax bounds the table; recovery cancels a handful of INVITEs.
 const recoveredMax = 4096
 
-func (u *UA) rememberRecovered(inv *sip.Request, d *Dialog) {
-	branch, _ := inv.Via().Params.Get("branch")
+func (u *UA) rememberRecovered(ri *recoveredInvite) {
+	branch, _ := ri.inv.Via().Params.Get("branch")
 	now := time.Now()
+	ri.expires, ri.byed = now.Add(64*sip.T1), map[string]bool{}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.recovered == nil {
-		u.recovered = map[string]recoveredInvite{}
+		u.recovered = map[string]*recoveredInvite{}
 	}
-	for k, ri := range u.recovered {
-		if now.After(ri.expires) {
+	for k, old := range u.recovered {
+		if now.After(old.expires) {
 			delete(u.recovered, k)
 		}
 	}
 	if len(u.recovered) < recoveredMax {
-		u.recovered[branch] = recoveredInvite{inv: inv, d: d, expires: now.Add(64 * sip.T1)}
+		u.recovered[branch] = ri
 	}
 }
 
-// ackRecovered ACKs a final non-2xx response to an INVITE cancelled from a
-// state, and to each retransmission of it: the ACK carries the INVITE's
-// Request-URI, Via (same branch), From, Call-ID and CSeq number, and the
-// response's To (§17.1.1.3). It reports whether res was such a response.
+// ackRecovered answers a final response to an INVITE cancelled from a
+// state, and each retransmission of it. A non-2xx is ACKed as its client
+// transaction would have: the INVITE's Request-URI, Via (same branch), From,
+// Call-ID and CSeq number, and the response's To (§17.1.1.3). A 2xx is
+// answered by answeredRecovered. It reports whether res was such a response.
 func (u *UA) ackRecovered(res *sip.Response) bool {
-	if res.StatusCode < 300 || res.CSeq() == nil || res.CSeq().MethodName != sip.INVITE || res.Via() == nil || res.To() == nil {
+	if res.StatusCode < 200 || res.CSeq() == nil || res.CSeq().MethodName != sip.INVITE || res.Via() == nil || res.To() == nil {
 		return false
 	}
 	branch, _ := res.Via().Params.Get("branch")
@@ -109,6 +129,10 @@ func (u *UA) ackRecovered(res *sip.Response) bool {
 	if !ok || time.Now().After(ri.expires) || callIDOf(res) != ri.inv.CallID().Value() || res.CSeq().SeqNo != ri.inv.CSeq().SeqNo {
 		return false
 	}
+	if res.IsSuccess() {
+		u.answeredRecovered(ri, res)
+		return true
+	}
 	ack := likeInvite(ri.inv, sip.ACK, res.To())
 	ack.SetBody(nil)
 	ri.d.finish(ack, ri.d.dest)
@@ -116,6 +140,68 @@ func (u *UA) ackRecovered(res *sip.Response) bool {
 		u.log.Debug("sip: ACK of a recovered INVITE's final response not sent", "call_id", callIDOf(res), "err", err)
 	}
 	return true
+}
+
+// answeredRecovered handles a 2xx that crossed the recovery CANCEL: the PBX
+// answered before the CANCEL reached it (RFC 3261 §9.1), so the INVITE
+// stands and a dialog exists. Left alone, the PBX would retransmit the 2xx
+// and then hang up by itself after 64*T1 (§13.3.1.4), the agent hearing 32 s
+// of silence. Like a fork's 2xx (forked), it is ACKed (a new transaction to
+// its Contact along its Record-Route, §13.2.2.4), each retransmission
+// again, and BYEd once per To tag with the CANCEL's Reason.
+func (u *UA) answeredRecovered(ri *recoveredInvite, res *sip.Response) {
+	st, ack, err := u.crossedDialog(ri, res)
+	if err != nil {
+		u.log.Warn("sip: a 2xx crossed the recovery CANCEL and cannot be ACKed", "call_id", ri.st.CallID, "err", err)
+		return
+	}
+	if err := u.ua.TransportLayer().WriteMsg(ack); err != nil {
+		u.log.Debug("sip: ACK of a 2xx that crossed the recovery CANCEL not sent", "call_id", st.CallID, "err", err)
+	}
+	u.mu.Lock()
+	seen := ri.byed[st.RemoteTag]
+	ri.byed[st.RemoteTag] = true
+	u.mu.Unlock()
+	if seen {
+		return
+	}
+	u.log.Info("sip: a 2xx crossed the recovery CANCEL; ACK and BYE it", "call_id", st.CallID, "to_tag", st.RemoteTag)
+	u.goTracked(func() {
+		ctx, cancel := u.bgContext(sip.Timer_F + time.Second)
+		defer cancel()
+		code, err := u.ByeFromState(ctx, st, ri.r, ri.trunk)
+		if err != nil || code >= 300 {
+			u.log.Warn("sip: BYE of a 2xx that crossed the recovery CANCEL failed", "call_id", st.CallID, "code", code, "err", err)
+		}
+	})
+}
+
+// crossedDialog is the confirmed state of the dialog a 2xx that crossed the
+// recovery CANCEL established (its To tag, Contact and reversed
+// Record-Route, §12.1.2), and the ACK of that 2xx built on it. The response
+// comes from the network: its Contact and routes go through the same checks
+// as a state read back from disk.
+func (u *UA) crossedDialog(ri *recoveredInvite, res *sip.Response) (DialogState, *sip.Request, error) {
+	st := ri.st
+	st.RemoteTag, _ = res.To().Params.Get("tag")
+	st.RemoteTarget = st.InviteURI
+	if c := res.Contact(); c != nil {
+		st.RemoteTarget = c.Address.String()
+	}
+	st.RouteSet = nil
+	rr := res.GetHeaders("Record-Route")
+	for i := len(rr) - 1; i >= 0; i-- { // the UAC reverses the route set (§12.1.2)
+		st.RouteSet = append(st.RouteSet, rr[i].Value())
+	}
+	st.InviteURI, st.ViaSentBy, st.Branch = "", "", ""
+	g, err := u.dialogFromState(st)
+	if err != nil {
+		return st, nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.invite, g.inviteCSeq = ri.inv, st.CSeq
+	return st, g.ackFor2xxLocked(), nil
 }
 
 // cancelFromState rebuilds the INVITE's identifying headers and hands them

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // TestCancelFromStateBuild: the CANCEL rebuilt from an early state carries
@@ -101,6 +103,59 @@ func FuzzCancelFromState(f *testing.F) {
 		}
 		if strings.ContainsAny(req.Recipient.String(), "\r\n") {
 			t.Fatalf("Request-URI carries a line break: %q", req.Recipient.String())
+		}
+	})
+}
+
+// FuzzCrossedDialog: a 2xx that crosses the recovery CANCEL comes from the
+// network; the dialog built from it (To tag, Contact, Record-Route) gives an
+// ACK with the INVITE's Call-ID and CSeq number, the response's To tag and
+// no line break in any header, or is refused cleanly.
+func FuzzCrossedDialog(f *testing.F) {
+	f.Add("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=LT\r\nTo: <sip:c@d>;tag=R1\r\n" +
+		"Call-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:agent@10.0.0.7:5062;transport=udp>\r\n" +
+		"Record-Route: <sip:p2@10.0.0.2;lr>, <sip:p1@10.0.0.1;lr>\r\nContent-Length: 0\r\n\r\n")
+	f.Add("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=LT\r\nTo: <sip:c@d>;tag=R1\r\n" +
+		"Call-ID: c\r\nCSeq: 1 INVITE\r\nRecord-Route: <sip:p1@10.0.0.1>\r\nContent-Length: 0\r\n\r\n")
+	u, err := newRecoverUA()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { u.Close() })
+	st := DialogState{Role: RoleUAC, CallID: "c", LocalTag: "LT", LocalURI: "<sip:a@b>", RemoteURI: "<sip:c@d>",
+		InviteURI: "sip:c@d", ViaSentBy: "192.0.2.10:5060", Branch: "z9hG4bKx", CSeq: 1, Transport: "UDP", Dest: "10.0.0.5:5060"}
+	_, inv, d, err := u.cancelFromState(st, Reason{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	ri := &recoveredInvite{inv: inv, d: d, st: st}
+	f.Fuzz(func(t *testing.T, raw string) {
+		m, err := sip.ParseMessage([]byte(raw))
+		if err != nil {
+			return
+		}
+		res, ok := m.(*sip.Response)
+		if !ok || res.To() == nil {
+			return
+		}
+		got, ack, err := u.crossedDialog(ri, res)
+		if err != nil {
+			return
+		}
+		tag, _ := res.To().Params.Get("tag")
+		if ack.Method != sip.ACK || ack.CallID().Value() != "c" || ack.CSeq().SeqNo != 1 || got.RemoteTag != tag {
+			t.Fatalf("ACK %s Call-ID %q CSeq %v, state tag %q, response tag %q", ack.Method, ack.CallID().Value(), ack.CSeq(), got.RemoteTag, tag)
+		}
+		if b, _ := ack.Via().Params.Get("branch"); b == "z9hG4bKx" {
+			t.Fatal("the 2xx's ACK reuses the INVITE's branch (§13.2.2.4: a new transaction)")
+		}
+		for _, h := range ack.Headers() {
+			if strings.ContainsAny(h.Value(), "\r\n") {
+				t.Fatalf("header %s carries a line break: %q", h.Name(), h.Value())
+			}
+		}
+		if strings.ContainsAny(ack.Recipient.String(), "\r\n") {
+			t.Fatalf("Request-URI carries a line break: %q", ack.Recipient.String())
 		}
 	})
 }

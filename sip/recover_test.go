@@ -137,7 +137,7 @@ func TestCancelFromState(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	u2 := newUA(t)
-	code, err := u2.CancelFromState(ctx, st, sip.Reason{Protocol: "Q.850", Cause: 41, Text: "ponte restarted"})
+	code, err := u2.CancelFromState(ctx, st, sip.Reason{Protocol: "Q.850", Cause: 41, Text: "ponte restarted"}, nil)
 	if err != nil || code != 200 {
 		t.Fatalf("CancelFromState = %d, %v", code, err)
 	}

@@ -28,7 +28,7 @@ func (h *hello) get() ([]string, [][]string) {
 
 // tlsPBX starts the PBX simulator speaking SIP over TLS with a certificate
 // for 127.0.0.1 and pbx.test, demanding a client certificate from pki's CA.
-func tlsPBX(t *testing.T, pki *pbx.PKI, policy string, mutual bool) (*pbx.PBX, *hello) {
+func tlsPBX(t *testing.T, pki *pbx.PKI, policy string, mutual bool, mod ...func(*pbx.Config)) (*pbx.PBX, *hello) {
 	t.Helper()
 	h := &hello{}
 	conf := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pki.ServerPair}}
@@ -41,10 +41,14 @@ func tlsPBX(t *testing.T, pki *pbx.PKI, policy string, mutual bool) (*pbx.PBX, *
 		h.mu.Unlock()
 		return nil, nil
 	}
-	p, err := pbx.Start(context.Background(), pbx.Config{
+	cfg := pbx.Config{
 		Listen: "127.0.0.1:0", Codecs: []string{"PCMU"}, ExpectToneHz: 440, Logger: testLogger(),
 		Secure: pbx.Secure{TLS: conf, ClientTLS: &tls.Config{RootCAs: pki.CA}, SRTP: policy},
-	})
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	p, err := pbx.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,10 +87,10 @@ type UA struct {
 	closing   chan struct{}
 	ctx       context.Context // cancelled by Close; parent of background signalling
 	cancel    context.CancelFunc
-	tlsc      *tlsClient                 // H-TLS: per-trunk TLS connections (tls.go)
-	sec       security                   // H-SIPSEC: bans, scanner filter, TLS certificate reload (ban.go, scanner.go, tls.go)
-	panics    atomic.Uint64              // request handler panics recovered (guard.go)
-	recovered map[string]recoveredInvite // INVITEs cancelled from a state, by branch (recover_cancel.go)
+	tlsc      *tlsClient                  // H-TLS: per-trunk TLS connections (tls.go)
+	sec       security                    // H-SIPSEC: bans, scanner filter, TLS certificate reload (ban.go, scanner.go, tls.go)
+	panics    atomic.Uint64               // request handler panics recovered (guard.go)
+	recovered map[string]*recoveredInvite // INVITEs cancelled from a state, by branch (recover_cancel.go)
 	wg        sync.WaitGroup
 }
 

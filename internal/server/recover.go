@@ -90,7 +90,7 @@ func (s *Server) recoverCall(ctx context.Context, lc store.LiveCall) {
 		if st.Early() {
 			// The PBX was still ringing: CANCEL the INVITE (RFC 3261 §9.1).
 			sipAction = "CANCEL"
-			byeCode, byeErr = s.UA.CancelFromState(ctx, st, recoverReason)
+			byeCode, byeErr = s.UA.CancelFromState(ctx, st, recoverReason, s.recoveryTrunk(st.Trunk))
 		} else {
 			sipAction = "BYE"
 			byeCode, byeErr = s.UA.ByeFromState(ctx, st, recoverReason, s.recoveryTrunk(st.Trunk))
