@@ -26,14 +26,13 @@ type pbxSrc struct {
 
 // pbxGen produces a pbxSrc's packets one by one.
 type pbxGen struct {
-	s       pbxSrc
-	encs    []transcode.Encoder
-	gen     *transcode.ToneGen
-	pcm     []int16
-	buf     []byte
-	seq     uint16
-	ts      uint32
-	pending bool
+	s    pbxSrc
+	encs []transcode.Encoder
+	gen  *transcode.ToneGen
+	pcm  []int16
+	buf  []byte
+	seq  uint16
+	ts   uint32
 }
 
 func (s pbxSrc) generator(t tester) *pbxGen {
