@@ -3,6 +3,7 @@ package sip_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -155,21 +156,29 @@ func TestByeFromStateTLS(t *testing.T) {
 	}
 }
 
-// TestCancelFromStateAcks487: after a crash while the PBX rang, the new UA
-// cancels the INVITE from its state; the PBX answers the CANCEL 200 and the
-// INVITE 487, and the new UA ACKs that 487 (and its retransmission) as the
-// INVITE's client transaction would have (RFC 3261 §17.1.1.3): the INVITE's
-// Request-URI, branch, From, Call-ID and CSeq number, the 487's To tag.
-func TestCancelFromStateAcks487(t *testing.T) {
-	u := newUA(t)
-	d, w, inv, src := dialWire(t, u)
-	w.send(provisional(inv, 180, "Ringing", "ring1"), src)
+// earlyState waits for d's early state (a provisional response came).
+func earlyState(t *testing.T, d *sip.Dialog) sip.DialogState {
+	t.Helper()
 	var st sip.DialogState
 	waitFor(t, func() bool {
 		var ok bool
 		st, ok = d.EarlyState()
 		return ok
 	}, "the early state after the 180")
+	return st
+}
+
+// cancelledAfterCrash plays a crash while the PBX rings: a UA dials the
+// wire PBX, gets its 180 (To tag ring1) and dies; a new UA cancels the
+// INVITE from the early state, and the wire answers the CANCEL 200. It
+// returns the INVITE and the address the wire answers the INVITE at (the
+// Via of the original INVITE: the UA's listener).
+func cancelledAfterCrash(t *testing.T) (*wire, *sipgo.Request, *net.UDPAddr) {
+	t.Helper()
+	u := newUA(t)
+	d, w, inv, src := dialWire(t, u)
+	w.send(provisional(inv, 180, "Ringing", "ring1"), src)
+	st := earlyState(t, d)
 	u.Close() // the crash
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -181,11 +190,20 @@ func TestCancelFromStateAcks487(t *testing.T) {
 		done <- code
 	}()
 	m, from := w.recv(3*time.Second, isReq("CANCEL"))
-	c := m.(*sipgo.Request)
-	w.send(response(c, 200, "OK"), from)
+	w.send(response(m.(*sipgo.Request), 200, "OK"), from)
 	if code := <-done; code != 200 {
 		t.Fatalf("CancelFromState = %d, want 200", code)
 	}
+	return w, inv, from
+}
+
+// TestCancelFromStateAcks487: after a crash while the PBX rang, the new UA
+// cancels the INVITE from its state; the PBX answers the CANCEL 200 and the
+// INVITE 487, and the new UA ACKs that 487 (and its retransmission) as the
+// INVITE's client transaction would have (RFC 3261 §17.1.1.3): the INVITE's
+// Request-URI, branch, From, Call-ID and CSeq number, the 487's To tag.
+func TestCancelFromStateAcks487(t *testing.T) {
+	w, inv, from := cancelledAfterCrash(t)
 	// The 487 goes where the INVITE's Via says: the original INVITE's
 	// response path (the UA's listener, with rport).
 	r487 := strings.Replace(response(inv, 487, "Request Terminated"), "tag=uas1", "tag=ring1", 1)
@@ -212,30 +230,7 @@ func TestCancelFromStateAcks487(t *testing.T) {
 // and BYEs the dialog once with the CANCEL's Reason; without this the agent
 // hears silence until the PBX gives up after 64*T1 (§13.3.1.4).
 func TestCancelFromState2xxCrossed(t *testing.T) {
-	u := newUA(t)
-	d, w, inv, src := dialWire(t, u)
-	w.send(provisional(inv, 180, "Ringing", "ring1"), src)
-	var st sip.DialogState
-	waitFor(t, func() bool {
-		var ok bool
-		st, ok = d.EarlyState()
-		return ok
-	}, "the early state after the 180")
-	u.Close() // the crash
-
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	u2 := newUA(t)
-	done := make(chan int, 1)
-	go func() {
-		code, _ := u2.CancelFromState(ctx, st, sip.Reason{Protocol: "SIP", Cause: 500, Text: "ponte restarted"}, nil)
-		done <- code
-	}()
-	m, from := w.recv(3*time.Second, isReq("CANCEL"))
-	w.send(response(m.(*sipgo.Request), 200, "OK"), from)
-	if code := <-done; code != 200 {
-		t.Fatalf("CancelFromState = %d, want 200", code)
-	}
+	w, inv, from := cancelledAfterCrash(t)
 	rr := fmt.Sprintf("<sip:edge@127.0.0.1:%d;lr>", w.port())
 	ok := strings.Replace(answer200(inv, "ans1", w.port(), 40010, "Record-Route: "+rr+"\n"), "sip:uas@", "sip:agent@", 1)
 	invBranch, _ := inv.Via().Params.Get("branch")

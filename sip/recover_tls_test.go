@@ -168,12 +168,7 @@ func TestCancelFromStateTLS(t *testing.T) {
 	c1 := w.accept(5 * time.Second)
 	inv := c1.recv(5*time.Second, isReq("INVITE")).(*sipgo.Request)
 	c1.send(provisional(inv, 180, "Ringing", "ring1"))
-	var st sip.DialogState
-	waitFor(t, func() bool {
-		var ok bool
-		st, ok = d.EarlyState()
-		return ok
-	}, "the early state after the 180")
+	st := earlyState(t, d)
 	if st.Transport != "TLS" || st.Trunk != "secure" {
 		t.Fatalf("early state %+v", st)
 	}

@@ -379,14 +379,7 @@ func TestInboundPBXMediaTimeout(t *testing.T) {
 func TestInboundHangupWhileAcceptInFlight(t *testing.T) {
 	env := startEnv(t, scenario.Options{})
 	env.Meta.DelayAction("accept", 2*time.Second)
-	caller, err := env.Meta.Call(ctxT(t, 10*time.Second), wasim.CallOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := env.PBX.NextCall(ctxT(t, 10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
+	caller, pc := rung(t, ctxT(t, 10*time.Second), env.Meta, env.PBX, wasim.CallOptions{})
 	if !waitFor(5*time.Second, func() bool { return !pc.AckedAt().IsZero() }) {
 		t.Fatal("the PBX never answered")
 	}
@@ -416,14 +409,7 @@ func TestInboundHangupWhileAcceptInFlight(t *testing.T) {
 func TestInboundPBXHangupWhileAcceptAnswerInFlight(t *testing.T) {
 	env := startEnv(t, scenario.Options{})
 	env.Meta.DelayResponse("accept", 3*time.Second)
-	caller, err := env.Meta.Call(ctxT(t, 10*time.Second), wasim.CallOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := env.PBX.NextCall(ctxT(t, 10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
+	caller, pc := rung(t, ctxT(t, 10*time.Second), env.Meta, env.PBX, wasim.CallOptions{})
 	if !waitFor(5*time.Second, func() bool { return !caller.AcceptedAt().IsZero() }) {
 		t.Fatal("Meta never carried out an accept")
 	}
