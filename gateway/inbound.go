@@ -476,14 +476,10 @@ wait:
 
 // afterAnswer takes the call from the PBX's 200 to its end.
 func (c *call) afterAnswer(leg metaLeg, rtpSess *sip.RTPSession, dlg *sip.Dialog, md *sip.MediaDesc, trunk *config.Trunk, acceptBy time.Time) (err error) {
-	defer func() { c.byeUnlessPBX(dlg, err) }()
 	// Mid-call requests may come as soon as the PBX has its ACK.
-	cur := &pbxLeg{dlg: dlg, sess: rtpSess, trunk: trunk}
-	c.wireLeg(cur)
+	ts := c.startTransfers(&pbxLeg{dlg: dlg, sess: rtpSess, trunk: trunk})
+	defer func() { c.byeUnlessPBX(ts.cur.dlg, err) }()
 	c.liveDialog(dlg) // CRASH: the confirmed dialog, for a BYE after a crash (livecalls.go)
-	refers := make(chan sip.Refer, 1)
-	var busy atomic.Bool
-	c.watchRefer(cur, refers, &busy)
 	// Early media of this very dialog already pointed the bridge at it; a
 	// target reached after another's early media still needs its own.
 	if c.mediaFor != dlg.CallID() {
@@ -492,7 +488,7 @@ func (c *call) afterAnswer(leg metaLeg, rtpSess *sip.RTPSession, dlg *sip.Dialog
 		}
 		c.mediaFor = dlg.CallID()
 	}
-	if err := c.acceptWatchingPBX(leg, cur.dlg, acceptBy); err != nil {
+	if err := c.acceptWatchingPBX(leg, dlg, acceptBy); err != nil {
 		return err
 	}
 	c.persist(store.EventAnswered)
@@ -502,56 +498,18 @@ func (c *call) afterAnswer(leg metaLeg, rtpSess *sip.RTPSession, dlg *sip.Dialog
 	watchCtx, stopWatch := context.WithCancel(c.ctx)
 	defer stopWatch()
 	c.watchPBXMedia(watchCtx, c.cfg().Media.RTPTimeout.D())
-
-	// transferred handles one REFER; false: the call is over.
-	transferred := func(r sip.Refer) (bool, error) {
-		next := c.transfer(cur, r)
-		busy.Store(false)
-		if next == nil && (cur.dlg.RemoteBye() || cur.trunk.Transfer.OnFailure == config.TransferToDefault) {
-			// The transferor is gone (or the trunk says so): the route's
-			// default department takes the caller.
-			next = c.transferToDefault(cur)
-		}
-		if next == nil {
-			if cur.dlg.RemoteBye() {
-				return false, ErrTransferGone
-			}
-			return true, nil // the caller stays with the transferor
-		}
-		old := cur
-		cur, dlg = next, next.dlg
-		c.liveDialog(dlg) // CRASH
-		c.held.Store(false)
-		c.wireLeg(cur)
-		c.extraSess = append(c.extraSess, cur.sess)
-		c.watchRefer(cur, refers, &busy)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = old.dlg.Bye(ctx, sip.Reason{Protocol: "SIP", Cause: 200, Text: "Call transferred"})
-		cancel()
-		old.sess.Close()
-		return true, nil
-	}
 	for {
+		goOn := false
 		select {
 		case <-c.ctx.Done():
 			return context.Cause(c.ctx)
-		case r := <-refers:
-			if ok, err := transferred(r); !ok {
-				return err
-			}
-		case <-cur.dlg.Done():
-			if busy.Load() {
-				// A transferor that hangs up right after its REFER: the
-				// transfer decides what happens to the caller.
-				if ok, err := transferred(<-refers); !ok {
-					return err
-				}
-				continue
-			}
-			if cur.dlg.RemoteBye() {
-				return ErrPBXHangup
-			}
-			return fmt.Errorf("%w: dialog ended", ErrSIP)
+		case r := <-ts.refers:
+			goOn, err = c.refer(ts, r)
+		case <-ts.cur.dlg.Done():
+			goOn, err = c.legEnded(ts)
+		}
+		if !goOn {
+			return err
 		}
 	}
 }

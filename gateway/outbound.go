@@ -257,6 +257,9 @@ func (c *call) outConnect() error {
 		c.bridge.Stop()
 		leg.Close()
 		rtpSess.Close()
+		for _, s := range c.extraSess { // transfer targets' sessions
+			s.Close()
+		}
 		c.bridge.Wait()
 		c.rec.ToPBX, c.rec.ToMeta = c.bridge.Stats()
 		c.rec.MediaWork = c.bridge.Work()
@@ -504,7 +507,13 @@ func (c *call) outAnswered(leg *webrtc.Leg, rtpSess *sip.RTPSession) (err error)
 		}
 		return fmt.Errorf("%w: %v", ErrMediaConnect, err)
 	}
-	dlg, err := o.side.Answer(c.ctx, c.answerOptions(rtpSess))
+	// The agent may transfer the user with a blind REFER, as on an inbound
+	// call (transfer.go; the trunk's transfer policy applies). The handlers
+	// are in place before the 200, so a REFER right after the ACK finds them.
+	ts := newTransfers()
+	opts := c.answerOptions(rtpSess)
+	opts.OnRefer, opts.OnReferAccepted = c.referHandlers(o.trunk, ts.refers, &ts.busy)
+	dlg, err := o.side.Answer(c.ctx, opts)
 	if err != nil {
 		if cause := context.Cause(c.ctx); cause != nil {
 			return cause
@@ -530,8 +539,9 @@ func (c *call) outAnswered(leg *webrtc.Leg, rtpSess *sip.RTPSession) (err error)
 	c.g.permits.CallEnded(c.ctx, o.number.PhoneNumberID, o.user, c.ev.CallID, "connected")
 	o.started = false // counted as connected: finish must not count it again
 
-	defer func() { c.byeUnlessPBX(dlg, err) }()
-	c.wireLeg(&pbxLeg{dlg: dlg, sess: rtpSess, trunk: o.trunk})
+	ts.cur = &pbxLeg{dlg: dlg, sess: rtpSess, trunk: o.trunk}
+	c.wireLeg(ts.cur)
+	defer func() { c.byeUnlessPBX(ts.cur.dlg, err) }()
 	watchCtx, stopWatch := context.WithCancel(c.ctx)
 	defer stopWatch()
 	c.watchPBXMedia(watchCtx, cfg.Media.RTPTimeout.D())
@@ -539,11 +549,14 @@ func (c *call) outAnswered(leg *webrtc.Leg, rtpSess *sip.RTPSession) (err error)
 		select {
 		case <-c.ctx.Done():
 			return context.Cause(c.ctx)
-		case <-dlg.Done():
-			if dlg.RemoteBye() {
-				return ErrPBXHangup
+		case r := <-ts.refers:
+			if goOn, err := c.refer(ts, r); !goOn {
+				return err
 			}
-			return fmt.Errorf("%w: dialog ended", ErrSIP)
+		case <-ts.cur.dlg.Done():
+			if goOn, err := c.legEnded(ts); !goOn {
+				return err
+			}
 		case <-leg.Done():
 			t := time.NewTimer(terminateGrace)
 			select {

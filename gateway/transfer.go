@@ -31,6 +31,70 @@ type pbxLeg struct {
 	trunk *config.Trunk
 }
 
+// transfers follows the PBX side of a connected call (either direction)
+// through blind transfers: the leg in use, the REFER accepted and waiting
+// for the call's goroutine, and whether one is running.
+type transfers struct {
+	cur    *pbxLeg
+	refers chan sip.Refer // room for one: busy admits one transfer at a time
+	busy   atomic.Bool
+}
+
+func newTransfers() *transfers { return &transfers{refers: make(chan sip.Refer, 1)} }
+
+// startTransfers wires the answered leg (mid-call requests) and starts
+// taking its REFERs.
+func (c *call) startTransfers(cur *pbxLeg) *transfers {
+	ts := newTransfers()
+	ts.cur = cur
+	c.wireLeg(cur)
+	c.watchRefer(cur, ts.refers, &ts.busy)
+	return ts
+}
+
+// refer carries out one accepted REFER on the call's goroutine. It reports
+// whether the call goes on; when it does not, err is why it ended.
+func (c *call) refer(ts *transfers, r sip.Refer) (goOn bool, err error) {
+	cur := ts.cur
+	next := c.transfer(cur, r)
+	ts.busy.Store(false)
+	if next == nil && (cur.dlg.RemoteBye() || cur.trunk.Transfer.OnFailure == config.TransferToDefault) {
+		// The transferor is gone (or the trunk says so): the route's
+		// default department takes the caller (none for an outbound call).
+		next = c.transferToDefault(cur)
+	}
+	if next == nil {
+		if cur.dlg.RemoteBye() {
+			return false, ErrTransferGone
+		}
+		return true, nil // the caller stays with the transferor
+	}
+	ts.cur = next
+	c.liveDialog(next.dlg) // CRASH
+	c.held.Store(false)
+	c.wireLeg(next)
+	c.extraSess = append(c.extraSess, next.sess)
+	c.watchRefer(next, ts.refers, &ts.busy)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = cur.dlg.Bye(ctx, sip.Reason{Protocol: "SIP", Cause: 200, Text: "Call transferred"})
+	cancel()
+	cur.sess.Close()
+	return true, nil
+}
+
+// legEnded handles the end of the PBX dialog in use. A transferor that hangs
+// up right after its REFER leaves the transfer to decide what happens to
+// the caller; otherwise the call is over.
+func (c *call) legEnded(ts *transfers) (goOn bool, err error) {
+	if ts.busy.Load() {
+		return c.refer(ts, <-ts.refers)
+	}
+	if ts.cur.dlg.RemoteBye() {
+		return false, ErrPBXHangup
+	}
+	return false, fmt.Errorf("%w: dialog ended", ErrSIP)
+}
+
 // TransferRecord is one transfer in the record.
 type TransferRecord struct {
 	At                 time.Time
@@ -39,31 +103,36 @@ type TransferRecord struct {
 	TookFor            time.Duration
 }
 
-// watchRefer routes the leg's REFERs to refers. The decision is taken on the
-// SIP goroutine, at once: a target outside the trunk's allow-list gets 403,
-// a second REFER while one is running 491 (RFC 3261 §14.2's "request
-// pending"), anything else 202 and a job for the call's goroutine.
+// watchRefer routes the leg's REFERs to refers (referHandlers).
 func (c *call) watchRefer(l *pbxLeg, refers chan<- sip.Refer, busy *atomic.Bool) {
-	l.dlg.OnRefer(func(r sip.Refer) (int, string) {
+	l.dlg.OnRefer(c.referHandlers(l.trunk, refers, busy))
+}
+
+// referHandlers decide on a REFER from a leg on trunk on the SIP goroutine,
+// at once: a target the PSTN policy or the trunk's allow-list refuses gets
+// 403, a second REFER while one is running 491 (RFC 3261 §14.2's "request
+// pending"), anything else 202 and a job for the call's goroutine.
+func (c *call) referHandlers(trunk *config.Trunk, refers chan<- sip.Refer, busy *atomic.Bool) (sip.ReferHandler, func(sip.Refer)) {
+	decide := func(r sip.Refer) (int, string) {
 		// H-SIPSEC (issue 8): PSTN policy first: Meta's terms forbid
 		// bridging WhatsApp calls to the PSTN, whatever the trunk allows.
-		if err := c.cfg().PSTNPolicy().Check(l.trunk.Name, r.ReferTo); err != nil {
+		if err := c.cfg().PSTNPolicy().Check(trunk.Name, r.ReferTo); err != nil {
 			c.log.Warn("transfer refused", "refer_to", r.ReferTo, "why", err)
-			c.addTransfer(TransferRecord{At: time.Now(), By: r.ReferredBy, ReferTo: r.ReferTo, Trunk: l.trunk.Name, Result: "denied", Reason: err.Error()})
+			c.addTransfer(TransferRecord{At: time.Now(), By: r.ReferredBy, ReferTo: r.ReferTo, Trunk: trunk.Name, Result: "denied", Reason: err.Error()})
 			return 403, "Forbidden (PSTN policy)"
 		}
-		if ok, why := l.trunk.TransferAllowed(r.ReferTo); !ok {
+		if ok, why := trunk.TransferAllowed(r.ReferTo); !ok {
 			c.log.Warn("transfer refused", "refer_to", r.ReferTo, "why", why)
-			c.addTransfer(TransferRecord{At: time.Now(), By: r.ReferredBy, ReferTo: r.ReferTo, Trunk: l.trunk.Name, Result: "denied", Reason: why})
+			c.addTransfer(TransferRecord{At: time.Now(), By: r.ReferredBy, ReferTo: r.ReferTo, Trunk: trunk.Name, Result: "denied", Reason: why})
 			return 403, "Forbidden (" + why + ")"
 		}
 		if !busy.CompareAndSwap(false, true) {
 			return 491, "Request Pending"
 		}
 		return 0, ""
-	}, func(r sip.Refer) {
-		refers <- r // room for one: busy admits one transfer at a time
-	})
+	}
+	accepted := func(r sip.Refer) { refers <- r }
+	return decide, accepted
 }
 
 func (c *call) addTransfer(t TransferRecord) {

@@ -40,6 +40,11 @@ type AnswerOptions struct {
 	// answered with a=crypto, and required refuses a plain offer.
 	SRTP    SRTPMode
 	Headers []Header // extra headers on the 2xx (untrusted values are sanitised)
+	// OnRefer and OnReferAccepted are the dialog's REFER handlers
+	// (Dialog.OnRefer), in place before the 2xx goes out: a REFER the PBX
+	// sends right after its ACK must not find the dialog without one (501).
+	OnRefer         ReferHandler
+	OnReferAccepted func(Refer)
 }
 
 // dialogRole is which side of the INVITE ponte was.

@@ -52,6 +52,7 @@ func (c *IncomingCall) Answer(ctx context.Context, opt AnswerOptions) (*Dialog, 
 	d.state = stateConfirmed
 	d.cur = plan.st
 	d.ackWait, d.oaPending = aw, plan.offered
+	d.onRefer, d.onReferAccepted = opt.OnRefer, opt.OnReferAccepted
 	if !plan.offered {
 		d.answer = plan.md
 	}
