@@ -45,39 +45,7 @@ func TestBlindTransfer(t *testing.T) {
 	if u := next.Invite().Recipient.User; u != "2001" {
 		t.Errorf("transfer target INVITE to %q, want 2001", u)
 	}
-	select {
-	case <-agent.Ended():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the transferor was not released")
-	}
-	if !strings.Contains(agent.ByeReason(), "transferred") {
-		t.Errorf("transferor's BYE Reason %q", agent.ByeReason())
-	}
-	var notifies []string
-	for _, r := range agent.InDialog() {
-		if r.Method == "NOTIFY" {
-			notifies = append(notifies, strings.TrimSpace(string(r.Body)))
-		}
-	}
-	if strings.Join(notifies, "|") != "SIP/2.0 100 Trying|SIP/2.0 200 OK" {
-		t.Errorf("NOTIFY bodies %q, want 100 Trying then 200 OK", notifies)
-	}
-	time.Sleep(2 * time.Second)
-	ans := next.AnsweredAt()
-	listen(t, w, ans.Add(500*time.Millisecond), time.Second, func(from, to time.Time, skip []audio.Span) string {
-		var msg []string
-		if r := next.Received().Report(from, to, skip...); r.ToneRatio < 0.95 {
-			msg = append(msg, fmt.Sprintf("the new target heard the caller in %.1f%% of windows", r.ToneRatio*100))
-		}
-		if r := caller.Heard().Report(from, to, skip...); r.ToneRatio < 0.95 {
-			msg = append(msg, fmt.Sprintf("the caller heard the new target in %.1f%% of windows", r.ToneRatio*100))
-		}
-		return strings.Join(msg, "; ")
-	})
-	st := caller.Stream()
-	if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 || st.SeqBackwards != 0 {
-		t.Errorf("toward Meta across the transfer: SSRCs %v, max step %d, backwards %d", st.SSRCs, st.MaxSeqStep, st.SeqBackwards)
-	}
+	transferred(t, w, agent, next, caller)
 	if a := actions(requests(env, caller.ID())); a != "pre_accept,accept" {
 		t.Errorf("Graph requests %q: a transfer must not touch the Meta side", a)
 	}
@@ -125,40 +93,7 @@ func TestOutboundBlindTransfer(t *testing.T) {
 	if f := next.Invite().From().Address.User; !strings.Contains(f, bicUser) {
 		t.Errorf("transfer target INVITE From %q, want the WhatsApp user %s", f, bicUser)
 	}
-	select {
-	case <-agent.Ended():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the transferor was not released")
-	}
-	if !strings.Contains(agent.ByeReason(), "transferred") {
-		t.Errorf("transferor's BYE Reason %q", agent.ByeReason())
-	}
-	var notifies []string
-	for _, r := range agent.InDialog() {
-		if r.Method == "NOTIFY" {
-			notifies = append(notifies, strings.TrimSpace(string(r.Body)))
-		}
-	}
-	if strings.Join(notifies, "|") != "SIP/2.0 100 Trying|SIP/2.0 200 OK" {
-		t.Errorf("NOTIFY bodies %q, want 100 Trying then 200 OK", notifies)
-	}
-	if !waitFor(5*time.Second, func() bool { return !next.AnsweredAt().IsZero() }) {
-		t.Fatal("the transfer target never answered")
-	}
-	listen(t, w, next.AnsweredAt().Add(500*time.Millisecond), time.Second, func(from, to time.Time, skip []audio.Span) string {
-		var msg []string
-		if r := next.Received().Report(from, to, skip...); r.ToneRatio < 0.95 {
-			msg = append(msg, fmt.Sprintf("the new target heard the user in %.1f%% of windows", r.ToneRatio*100))
-		}
-		if r := callee.Heard().Report(from, to, skip...); r.ToneRatio < 0.95 {
-			msg = append(msg, fmt.Sprintf("the user heard the new target in %.1f%% of windows", r.ToneRatio*100))
-		}
-		return strings.Join(msg, "; ")
-	})
-	st := callee.Stream()
-	if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 || st.SeqBackwards != 0 {
-		t.Errorf("toward Meta across the transfer: SSRCs %v, max step %d, backwards %d", st.SSRCs, st.MaxSeqStep, st.SeqBackwards)
-	}
+	transferred(t, w, agent, next, callee)
 	if err := next.Hangup(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -177,5 +112,55 @@ func TestOutboundBlindTransfer(t *testing.T) {
 	}
 	if strings.Join(got, ",") != "200" || r.Outcome != "completed" || r.EndedBy != "pbx" || r.Direction != "outbound" {
 		t.Errorf("record transfers %+v outcome %q ended_by %q direction %q", r.Transfers, r.Outcome, r.EndedBy, r.Direction)
+	}
+}
+
+// waSide is the WhatsApp end of a call in the simulator (a caller or a
+// callee).
+type waSide interface {
+	Heard() *audio.Analyzer
+	Stream() wasim.StreamStats
+}
+
+// transferred checks a blind transfer once the target has been called: the
+// transferor released by a BYE saying "transferred", NOTIFY 100 then 200
+// (RFC 3515 §2.4.5), the new target and the WhatsApp side hearing each
+// other, and one stream toward Meta across the switch (same SSRC, sequence
+// +1).
+func transferred(t *testing.T, w *stallWatch, transferor, next *pbx.Call, wa waSide) {
+	t.Helper()
+	select {
+	case <-transferor.Ended():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the transferor was not released")
+	}
+	if !strings.Contains(transferor.ByeReason(), "transferred") {
+		t.Errorf("transferor's BYE Reason %q", transferor.ByeReason())
+	}
+	var notifies []string
+	for _, r := range transferor.InDialog() {
+		if r.Method == "NOTIFY" {
+			notifies = append(notifies, strings.TrimSpace(string(r.Body)))
+		}
+	}
+	if strings.Join(notifies, "|") != "SIP/2.0 100 Trying|SIP/2.0 200 OK" {
+		t.Errorf("NOTIFY bodies %q, want 100 Trying then 200 OK", notifies)
+	}
+	if !waitFor(5*time.Second, func() bool { return !next.AnsweredAt().IsZero() }) {
+		t.Fatal("the transfer target never answered")
+	}
+	listen(t, w, next.AnsweredAt().Add(500*time.Millisecond), time.Second, func(from, to time.Time, skip []audio.Span) string {
+		var msg []string
+		if r := next.Received().Report(from, to, skip...); r.ToneRatio < 0.95 {
+			msg = append(msg, fmt.Sprintf("the new target heard the WhatsApp side in %.1f%% of windows", r.ToneRatio*100))
+		}
+		if r := wa.Heard().Report(from, to, skip...); r.ToneRatio < 0.95 {
+			msg = append(msg, fmt.Sprintf("the WhatsApp side heard the new target in %.1f%% of windows", r.ToneRatio*100))
+		}
+		return strings.Join(msg, "; ")
+	})
+	st := wa.Stream()
+	if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 || st.SeqBackwards != 0 {
+		t.Errorf("toward Meta across the transfer: SSRCs %v, max step %d, backwards %d", st.SSRCs, st.MaxSeqStep, st.SeqBackwards)
 	}
 }
