@@ -46,6 +46,7 @@ type call struct {
 	router      *route.Router              // the call's route (nil before plan)
 	recMu       sync.Mutex                 // rec.Transfers: a refused REFER is recorded on a SIP goroutine
 	extraSess   []*sip.RTPSession          // RTP sessions of transfer targets, closed with the call
+	xfer        *transfers                 // the PBX side through blind transfers (transfer.go)
 	defaultDept *attempt                   // the route's default department, for a failed transfer
 	queueUntil  time.Time                  // queue mode: the hunt's deadline (zero otherwise)
 	held        atomic.Bool                // the PBX holds the call (its RTP may stop)
@@ -62,7 +63,7 @@ type call struct {
 func newCall(g *Gateway, ev whatsapp.CallEvent) *call {
 	id := newID()
 	ctx, cancel := context.WithCancelCause(g.ctx)
-	c := &call{g: g, id: id, ev: ev, ctx: ctx, cancel: cancel}
+	c := &call{g: g, id: id, ev: ev, ctx: ctx, cancel: cancel, xfer: newTransfers()}
 	c.log = g.log.With("call_id", id, "wacid", ev.CallID)
 	c.rec = Record{
 		ID: id, WACID: ev.CallID, From: ev.From, FromName: ev.ContactName, To: ev.DisplayPhoneNumber,
@@ -425,6 +426,9 @@ func (c *call) dialTarget(at attempt, ar *AttemptRecord, leg metaLeg, rtpSess *s
 	}
 	ar.SIPCallID = dlg.CallID()
 	c.rec.SIPCallID = dlg.CallID()
+	// REFER handlers from the start: a REFER the PBX sends right after its
+	// ACK, before afterAnswer runs, must not find the dialog without one.
+	c.watchRefer(&pbxLeg{dlg: dlg, trunk: trunk}, c.xfer.refers, &c.xfer.busy)
 
 	answered := make(chan dialResult, 1)
 	go func() {
@@ -477,7 +481,7 @@ wait:
 // afterAnswer takes the call from the PBX's 200 to its end.
 func (c *call) afterAnswer(leg metaLeg, rtpSess *sip.RTPSession, dlg *sip.Dialog, md *sip.MediaDesc, trunk *config.Trunk, acceptBy time.Time) (err error) {
 	// Mid-call requests may come as soon as the PBX has its ACK.
-	ts := c.startTransfers(&pbxLeg{dlg: dlg, sess: rtpSess, trunk: trunk})
+	ts := c.startTransfers(&pbxLeg{dlg: dlg, sess: rtpSess, trunk: trunk}) // its REFERs were routed at dial time
 	defer func() { c.byeUnlessPBX(ts.cur.dlg, err) }()
 	c.liveDialog(dlg) // CRASH: the confirmed dialog, for a BYE after a crash (livecalls.go)
 	// Early media of this very dialog already pointed the bridge at it; a

@@ -510,9 +510,8 @@ func (c *call) outAnswered(leg *webrtc.Leg, rtpSess *sip.RTPSession) (err error)
 	// The agent may transfer the user with a blind REFER, as on an inbound
 	// call (transfer.go; the trunk's transfer policy applies). The handlers
 	// are in place before the 200, so a REFER right after the ACK finds them.
-	ts := newTransfers()
 	opts := c.answerOptions(rtpSess)
-	opts.OnRefer, opts.OnReferAccepted = c.referHandlers(o.trunk, ts.refers, &ts.busy)
+	opts.OnRefer, opts.OnReferAccepted = c.referHandlers(o.trunk, c.xfer.refers, &c.xfer.busy)
 	dlg, err := o.side.Answer(c.ctx, opts)
 	if err != nil {
 		if cause := context.Cause(c.ctx); cause != nil {
@@ -539,8 +538,7 @@ func (c *call) outAnswered(leg *webrtc.Leg, rtpSess *sip.RTPSession) (err error)
 	c.g.permits.CallEnded(c.ctx, o.number.PhoneNumberID, o.user, c.ev.CallID, "connected")
 	o.started = false // counted as connected: finish must not count it again
 
-	ts.cur = &pbxLeg{dlg: dlg, sess: rtpSess, trunk: o.trunk}
-	c.wireLeg(ts.cur)
+	ts := c.startTransfers(&pbxLeg{dlg: dlg, sess: rtpSess, trunk: o.trunk})
 	defer func() { c.byeUnlessPBX(ts.cur.dlg, err) }()
 	watchCtx, stopWatch := context.WithCancel(c.ctx)
 	defer stopWatch()

@@ -42,14 +42,13 @@ type transfers struct {
 
 func newTransfers() *transfers { return &transfers{refers: make(chan sip.Refer, 1)} }
 
-// startTransfers wires the answered leg (mid-call requests) and starts
-// taking its REFERs.
+// startTransfers makes the answered leg the call's PBX side and wires it
+// (mid-call requests). Its REFERs go to c.xfer from the moment it was dialled
+// (dialTarget) or answered (outAnswered).
 func (c *call) startTransfers(cur *pbxLeg) *transfers {
-	ts := newTransfers()
-	ts.cur = cur
+	c.xfer.cur = cur
 	c.wireLeg(cur)
-	c.watchRefer(cur, ts.refers, &ts.busy)
-	return ts
+	return c.xfer
 }
 
 // refer carries out one accepted REFER on the call's goroutine. It reports
@@ -73,8 +72,7 @@ func (c *call) refer(ts *transfers, r sip.Refer) (goOn bool, err error) {
 	c.liveDialog(next.dlg) // CRASH
 	c.held.Store(false)
 	c.wireLeg(next)
-	c.extraSess = append(c.extraSess, next.sess)
-	c.watchRefer(next, ts.refers, &ts.busy)
+	c.extraSess = append(c.extraSess, next.sess) // its REFERs are routed since it was dialled
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = cur.dlg.Bye(ctx, sip.Reason{Protocol: "SIP", Cause: 200, Text: "Call transferred"})
 	cancel()
