@@ -280,11 +280,7 @@ func (d *Dialog) setPeerLocked(res *sip.Response) {
 	if c := res.Contact(); c != nil {
 		d.remoteTarget = *c.Address.Clone()
 	}
-	d.routes = d.routes[:0]
-	rr := res.GetHeaders("Record-Route")
-	for i := len(rr) - 1; i >= 0; i-- { // UAC reverses the route set (§12.1.2); sipgo splits comma lists
-		d.routes = append(d.routes, rr[i].Value())
-	}
+	d.routes = uacRouteSet(res)
 	d.allowUpdate = false
 	for _, m := range optionTags(res, "Allow") {
 		if m == "update" {
@@ -292,6 +288,17 @@ func (d *Dialog) setPeerLocked(res *sip.Response) {
 		}
 	}
 	d.lastSDP = d.offer
+}
+
+// uacRouteSet is the route set a UAC takes from a 2xx: its Record-Route
+// values in reverse order (RFC 3261 §12.1.2; sipgo splits comma lists).
+func uacRouteSet(res *sip.Response) []string {
+	rr := res.GetHeaders("Record-Route")
+	routes := make([]string, 0, len(rr))
+	for i := len(rr) - 1; i >= 0; i-- {
+		routes = append(routes, rr[i].Value())
+	}
+	return routes
 }
 
 // ackFor2xxLocked builds the ACK for the 2xx to the INVITE (§13.2.2.4).

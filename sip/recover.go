@@ -109,10 +109,8 @@ func (u *UA) ByeFromState(ctx context.Context, st DialogState, r Reason, t *Trun
 	if err != nil {
 		return 0, err
 	}
-	if t != nil && strings.EqualFold(st.Transport, "TLS") {
-		if _, _, err := u.dialTLS(ctx, t, u.ListenAddr("tls")); err != nil {
-			return 0, err
-		}
+	if err := u.dialForState(ctx, st, t); err != nil {
+		return 0, err
 	}
 	res, err := u.do(ctx, req)
 	if err != nil {
@@ -133,6 +131,18 @@ func (u *UA) ByeFromState(ctx context.Context, st DialogState, r Reason, t *Trun
 		}
 	}
 	return res.StatusCode, nil
+}
+
+// dialForState makes the connection a request rebuilt from st goes on when
+// st's transport is TLS and its trunk t is known: with t's CA, client
+// certificate and server name, as the dialog's own connection was, not
+// sipgo's default dial (the old connection died with the old process).
+func (u *UA) dialForState(ctx context.Context, st DialogState, t *Trunk) error {
+	if t == nil || !strings.EqualFold(st.Transport, "TLS") {
+		return nil
+	}
+	_, _, err := u.dialTLS(ctx, t, u.ListenAddr("tls"))
+	return err
 }
 
 // byeFromState builds the BYE with the dialog's own in-dialog builder

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -65,10 +64,8 @@ func (u *UA) CancelFromState(ctx context.Context, st DialogState, r Reason, t *T
 	if err != nil {
 		return 0, err
 	}
-	if t != nil && strings.EqualFold(st.Transport, "TLS") {
-		if _, _, err := u.dialTLS(ctx, t, u.ListenAddr("tls")); err != nil {
-			return 0, err
-		}
+	if err := u.dialForState(ctx, st, t); err != nil {
+		return 0, err
 	}
 	u.rememberRecovered(&recoveredInvite{inv: inv, d: d, st: st, r: r, trunk: t})
 	res, err := u.do(ctx, req)
@@ -188,11 +185,7 @@ func (u *UA) crossedDialog(ri *recoveredInvite, res *sip.Response) (DialogState,
 	if c := res.Contact(); c != nil {
 		st.RemoteTarget = c.Address.String()
 	}
-	st.RouteSet = nil
-	rr := res.GetHeaders("Record-Route")
-	for i := len(rr) - 1; i >= 0; i-- { // the UAC reverses the route set (§12.1.2)
-		st.RouteSet = append(st.RouteSet, rr[i].Value())
-	}
+	st.RouteSet = uacRouteSet(res)
 	st.InviteURI, st.ViaSentBy, st.Branch = "", "", ""
 	g, err := u.dialogFromState(st)
 	if err != nil {
