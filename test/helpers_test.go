@@ -68,9 +68,15 @@ type toneCriteria struct {
 // whole is clean audio: the tone in 98 % of windows, no gap over two frames.
 func whole(windows int) toneCriteria { return toneCriteria{0.98, 40 * time.Millisecond, windows} }
 
-// bothWays is a listen check: the caller hears the PBX's 1000 Hz as c says,
-// and the PBX hears the caller's 440 Hz as p says.
-func bothWays(caller *wasim.Caller, pc *pbx.Call, c, p toneCriteria) func(from, to time.Time, skip []audio.Span) string {
+// waEar is the WhatsApp end of a call in the simulator (a caller or a
+// callee): what it heard.
+type waEar interface{ Heard() *audio.Analyzer }
+
+// bothWays is a listen check: the WhatsApp side (caller or callee) hears
+// the PBX's tone as c says, and the PBX hears the WhatsApp side's as p says
+// (each analyzer knows its frequency: 1000 Hz and 440 Hz unless a test sets
+// others).
+func bothWays(wa waEar, pc *pbx.Call, c, p toneCriteria) func(from, to time.Time, skip []audio.Span) string {
 	judge := func(who string, r audio.Report, k toneCriteria) string {
 		if r.ToneRatio < k.ratio || (k.maxGap > 0 && r.MaxGap > k.maxGap) || r.Windows < k.windows {
 			return fmt.Sprintf("%s in %.1f%% of %d windows, longest gap %v", who, r.ToneRatio*100, r.Windows, r.MaxGap)
@@ -79,27 +85,18 @@ func bothWays(caller *wasim.Caller, pc *pbx.Call, c, p toneCriteria) func(from, 
 	}
 	return func(from, to time.Time, skip []audio.Span) string {
 		var msg []string
-		if m := judge("caller heard the PBX's 1000 Hz", caller.Heard().Report(from, to, skip...), c); m != "" {
+		if m := judge("the WhatsApp side heard the PBX's tone", wa.Heard().Report(from, to, skip...), c); m != "" {
 			msg = append(msg, m)
 		}
-		if m := judge("PBX heard the caller's 440 Hz", pc.Received().Report(from, to, skip...), p); m != "" {
+		if m := judge("the PBX heard the WhatsApp side's tone", pc.Received().Report(from, to, skip...), p); m != "" {
 			msg = append(msg, m)
 		}
 		return strings.Join(msg, "; ")
 	}
 }
 
-// calleeBothWays is a listen check for a call ponte placed to a WhatsApp
-// user: the user hears the agent's tone and the agent hears the user's, each
-// in at least min of the 20 ms windows.
-func calleeBothWays(callee *wasim.Callee, pc *pbx.Call, min float64, what string) func(from, to time.Time, skip []audio.Span) string {
-	return func(from, to time.Time, skip []audio.Span) string {
-		if h, g := callee.Heard().Report(from, to, skip...), pc.Received().Report(from, to, skip...); h.ToneRatio < min || g.ToneRatio < min {
-			return fmt.Sprintf("%s: user heard the agent %.0f%%, agent heard the user %.0f%%", what, h.ToneRatio*100, g.ToneRatio*100)
-		}
-		return ""
-	}
-}
+// atLeast is the tone in at least ratio of the windows, gaps not judged.
+func atLeast(ratio float64) toneCriteria { return toneCriteria{ratio: ratio} }
 
 // rung places a call from the Meta simulator and waits, within ctx, until
 // the PBX simulator rings.

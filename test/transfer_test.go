@@ -1,7 +1,6 @@
 package test
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/ponte-gw/ponte/config"
-	"github.com/ponte-gw/ponte/sim/audio"
 	"github.com/ponte-gw/ponte/sim/pbx"
 	"github.com/ponte-gw/ponte/sim/scenario"
 	"github.com/ponte-gw/ponte/sim/wasim"
@@ -118,7 +116,7 @@ func TestOutboundBlindTransfer(t *testing.T) {
 // waSide is the WhatsApp end of a call in the simulator (a caller or a
 // callee).
 type waSide interface {
-	Heard() *audio.Analyzer
+	waEar
 	Stream() wasim.StreamStats
 }
 
@@ -149,16 +147,7 @@ func transferred(t *testing.T, w *stallWatch, transferor, next *pbx.Call, wa waS
 	if !waitFor(5*time.Second, func() bool { return !next.AnsweredAt().IsZero() }) {
 		t.Fatal("the transfer target never answered")
 	}
-	listen(t, w, next.AnsweredAt().Add(500*time.Millisecond), time.Second, func(from, to time.Time, skip []audio.Span) string {
-		var msg []string
-		if r := next.Received().Report(from, to, skip...); r.ToneRatio < 0.95 {
-			msg = append(msg, fmt.Sprintf("the new target heard the WhatsApp side in %.1f%% of windows", r.ToneRatio*100))
-		}
-		if r := wa.Heard().Report(from, to, skip...); r.ToneRatio < 0.95 {
-			msg = append(msg, fmt.Sprintf("the WhatsApp side heard the new target in %.1f%% of windows", r.ToneRatio*100))
-		}
-		return strings.Join(msg, "; ")
-	})
+	listen(t, w, next.AnsweredAt().Add(500*time.Millisecond), time.Second, bothWays(wa, next, atLeast(0.95), atLeast(0.95)))
 	st := wa.Stream()
 	if len(st.SSRCs) != 1 || st.MaxSeqStep != 1 || st.SeqBackwards != 0 {
 		t.Errorf("toward Meta across the transfer: SSRCs %v, max step %d, backwards %d", st.SSRCs, st.MaxSeqStep, st.SeqBackwards)
