@@ -84,7 +84,7 @@ func (c *call) acceptMeta(leg metaLeg, acceptBy time.Time) error {
 			c.acceptUnsure.Store(true)
 			return cause
 		}
-		c.noteAcceptFailure(err) // FAULT (metaend.go)
+		c.noteAcceptFailure(err) // FAULT: a failure that may have taken effect (above)
 		return fmt.Errorf("%w: %v", ErrAcceptFailed, err)
 	}
 	c.accepted = true
@@ -131,7 +131,7 @@ func (c *call) finish(err error) {
 	var gerr error
 	switch action {
 	case metaReject:
-		gerr = c.rejectAtMeta(ctx) // FAULT: reject, or terminate after an unsure accept (metaend.go)
+		gerr = c.rejectAtMeta(ctx) // FAULT: reject, or terminate after an unsure accept
 	case metaTerminate:
 		gerr = c.g.graph.Terminate(ctx, c.ev.PhoneNumberID, c.ev.CallID)
 	}

@@ -114,12 +114,7 @@ func TestCancelFromState(t *testing.T) {
 		t.Fatal(err)
 	}
 	call := nextCall(t, p)
-	var st sip.DialogState
-	waitFor(t, func() bool {
-		var ok bool
-		st, ok = d.EarlyState()
-		return ok
-	}, "the early state after the PBX's 180")
+	st := earlyState(t, d)
 	inv := call.Invite()
 	branch, _ := inv.Via().Params.Get("branch")
 	if !st.Early() || st.Branch != branch || st.CallID != inv.CallID().Value() || st.CSeq != inv.CSeq().SeqNo ||
