@@ -428,7 +428,7 @@ func (c *call) dialTarget(at attempt, ar *AttemptRecord, leg metaLeg, rtpSess *s
 	c.rec.SIPCallID = dlg.CallID()
 	// REFER handlers from the start: a REFER the PBX sends right after its
 	// ACK, before afterAnswer runs, must not find the dialog without one.
-	c.watchRefer(&pbxLeg{dlg: dlg, trunk: trunk}, c.xfer.refers, &c.xfer.busy)
+	dlg.OnRefer(c.referHandlers(trunk))
 
 	answered := make(chan dialResult, 1)
 	go func() {
@@ -508,9 +508,9 @@ func (c *call) afterAnswer(leg metaLeg, rtpSess *sip.RTPSession, dlg *sip.Dialog
 		case <-c.ctx.Done():
 			return context.Cause(c.ctx)
 		case r := <-ts.refers:
-			goOn, err = c.refer(ts, r)
+			goOn, err = c.refer(r)
 		case <-ts.cur.dlg.Done():
-			goOn, err = c.legEnded(ts)
+			goOn, err = c.legEnded()
 		}
 		if !goOn {
 			return err

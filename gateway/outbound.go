@@ -511,7 +511,7 @@ func (c *call) outAnswered(leg *webrtc.Leg, rtpSess *sip.RTPSession) (err error)
 	// call (transfer.go; the trunk's transfer policy applies). The handlers
 	// are in place before the 200, so a REFER right after the ACK finds them.
 	opts := c.answerOptions(rtpSess)
-	opts.OnRefer, opts.OnReferAccepted = c.referHandlers(o.trunk, c.xfer.refers, &c.xfer.busy)
+	opts.OnRefer, opts.OnReferAccepted = c.referHandlers(o.trunk)
 	dlg, err := o.side.Answer(c.ctx, opts)
 	if err != nil {
 		if cause := context.Cause(c.ctx); cause != nil {
@@ -548,11 +548,11 @@ func (c *call) outAnswered(leg *webrtc.Leg, rtpSess *sip.RTPSession) (err error)
 		case <-c.ctx.Done():
 			return context.Cause(c.ctx)
 		case r := <-ts.refers:
-			if goOn, err := c.refer(ts, r); !goOn {
+			if goOn, err := c.refer(r); !goOn {
 				return err
 			}
 		case <-ts.cur.dlg.Done():
-			if goOn, err := c.legEnded(ts); !goOn {
+			if goOn, err := c.legEnded(); !goOn {
 				return err
 			}
 		case <-leg.Done():

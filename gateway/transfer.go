@@ -53,7 +53,8 @@ func (c *call) startTransfers(cur *pbxLeg) *transfers {
 
 // refer carries out one accepted REFER on the call's goroutine. It reports
 // whether the call goes on; when it does not, err is why it ended.
-func (c *call) refer(ts *transfers, r sip.Refer) (goOn bool, err error) {
+func (c *call) refer(r sip.Refer) (goOn bool, err error) {
+	ts := c.xfer
 	cur := ts.cur
 	next := c.transfer(cur, r)
 	ts.busy.Store(false)
@@ -83,9 +84,10 @@ func (c *call) refer(ts *transfers, r sip.Refer) (goOn bool, err error) {
 // legEnded handles the end of the PBX dialog in use. A transferor that hangs
 // up right after its REFER leaves the transfer to decide what happens to
 // the caller; otherwise the call is over.
-func (c *call) legEnded(ts *transfers) (goOn bool, err error) {
+func (c *call) legEnded() (goOn bool, err error) {
+	ts := c.xfer
 	if ts.busy.Load() {
-		return c.refer(ts, <-ts.refers)
+		return c.refer(<-ts.refers)
 	}
 	if ts.cur.dlg.RemoteBye() {
 		return false, ErrPBXHangup
@@ -101,16 +103,12 @@ type TransferRecord struct {
 	TookFor            time.Duration
 }
 
-// watchRefer routes the leg's REFERs to refers (referHandlers).
-func (c *call) watchRefer(l *pbxLeg, refers chan<- sip.Refer, busy *atomic.Bool) {
-	l.dlg.OnRefer(c.referHandlers(l.trunk, refers, busy))
-}
-
 // referHandlers decide on a REFER from a leg on trunk on the SIP goroutine,
 // at once: a target the PSTN policy or the trunk's allow-list refuses gets
 // 403, a second REFER while one is running 491 (RFC 3261 §14.2's "request
-// pending"), anything else 202 and a job for the call's goroutine.
-func (c *call) referHandlers(trunk *config.Trunk, refers chan<- sip.Refer, busy *atomic.Bool) (sip.ReferHandler, func(sip.Refer)) {
+// pending"), anything else 202 and a job for the call's goroutine (c.xfer).
+func (c *call) referHandlers(trunk *config.Trunk) (sip.ReferHandler, func(sip.Refer)) {
+	refers, busy := c.xfer.refers, &c.xfer.busy
 	decide := func(r sip.Refer) (int, string) {
 		// H-SIPSEC (issue 8): PSTN policy first: Meta's terms forbid
 		// bridging WhatsApp calls to the PSTN, whatever the trunk allows.
