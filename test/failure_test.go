@@ -57,6 +57,7 @@ func TestInboundPBXBusyRejects(t *testing.T) {
 }
 
 func TestInboundAcceptDeadlineCancelsAndRejects(t *testing.T) {
+	w := startStallWatch(t)
 	env := startEnv(t, scenario.Options{
 		AcceptDeadline: 5 * time.Second, RingTimeout: 5 * time.Second,
 		PBX: pbx.Config{AnswerDelay: 20 * time.Second},
@@ -67,8 +68,8 @@ func TestInboundAcceptDeadlineCancelsAndRejects(t *testing.T) {
 	if by := pbxEnded(t, pc, 10*time.Second); by != "cancel" || !strings.Contains(pc.ByeReason(), "Q.850;cause=19") {
 		t.Errorf("PBX leg ended by %q with Reason %q, want a CANCEL with Q.850 cause 19 (no answer)", by, pc.ByeReason())
 	}
-	if el := time.Since(start); el > 6*time.Second {
-		t.Errorf("gave up after %v, want about the 5 s deadline", el)
+	if el, starved, late := w.late(start, pc.EndedAt(), 6*time.Second); late {
+		t.Errorf("gave up after %v (%v starved), want about the 5 s deadline", el, starved)
 	}
 	if r := callerEnded(t, caller, 5*time.Second); r != "gateway_reject" {
 		t.Errorf("caller end reason %q, want gateway_reject", r)
@@ -232,6 +233,7 @@ func TestInboundFirstWordsReachCaller(t *testing.T) {
 // answers ICE. Within media.connect_timeout ponte gives up even though the
 // PBX is still ringing: CANCEL toward the PBX, reject toward Meta.
 func TestInboundICENeverCompletes(t *testing.T) {
+	w := startStallWatch(t)
 	env := startEnv(t, scenario.Options{ConnectTimeout: 3 * time.Second, PBX: pbx.Config{AnswerDelay: 20 * time.Second}})
 	ctx := ctxT(t, 20*time.Second)
 	caller, err := env.Meta.Call(ctx, wasim.CallOptions{DeadMedia: true})
@@ -246,8 +248,8 @@ func TestInboundICENeverCompletes(t *testing.T) {
 	if by := pbxEnded(t, pc2, 10*time.Second); by != "cancel" {
 		t.Errorf("PBX leg ended by %q, want cancel", by)
 	}
-	if el := time.Since(start); el > 5*time.Second {
-		t.Errorf("gave up after %v, want about the 3 s connect timeout", el)
+	if el, starved, late := w.late(start, pc2.EndedAt(), 5*time.Second); late {
+		t.Errorf("gave up after %v (%v starved), want about the 3 s connect timeout", el, starved)
 	}
 	if a := waitActions(env, caller.ID(), "pre_accept,reject"); a != "pre_accept,reject" {
 		t.Errorf("Graph requests %q, want pre_accept,reject", a)
@@ -258,6 +260,7 @@ func TestInboundICENeverCompletes(t *testing.T) {
 // 100 Trying) is given up after no_provisional_timeout (default 3 s), not
 // after Timer B's 32 s: reject toward Meta, recorded as unreachable.
 func TestInboundDeadTargetGivesUpFast(t *testing.T) {
+	w := startStallWatch(t)
 	dead, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -272,8 +275,8 @@ func TestInboundDeadTargetGivesUpFast(t *testing.T) {
 	if r := callerEnded(t, caller, 10*time.Second); r != "gateway_reject" {
 		t.Errorf("caller end reason %q, want gateway_reject", r)
 	}
-	if el := time.Since(start); el < 2500*time.Millisecond || el > 5*time.Second {
-		t.Errorf("gave up after %v, want about the 3 s no_provisional_timeout", el)
+	if el, starved, late := w.late(start, time.Now(), 5*time.Second); el < 2500*time.Millisecond || late {
+		t.Errorf("gave up after %v (%v starved), want about the 3 s no_provisional_timeout", el, starved)
 	}
 	if a := waitActions(env, caller.ID(), "pre_accept,reject"); a != "pre_accept,reject" {
 		t.Errorf("Graph requests %q", a)
@@ -287,6 +290,7 @@ func TestInboundDeadTargetGivesUpFast(t *testing.T) {
 // TestInboundTrunkDownSkipped: a trunk whose OPTIONS go unanswered is marked
 // down; a call to it is refused at once and no INVITE is sent.
 func TestInboundTrunkDownSkipped(t *testing.T) {
+	w := startStallWatch(t)
 	dead, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -322,8 +326,8 @@ func TestInboundTrunkDownSkipped(t *testing.T) {
 	if r := callerEnded(t, caller, 5*time.Second); r != "gateway_reject" {
 		t.Errorf("caller end reason %q, want gateway_reject", r)
 	}
-	if el := time.Since(start); el > time.Second {
-		t.Errorf("refused after %v, want at once", el)
+	if el, starved, late := w.late(start, time.Now(), time.Second); late {
+		t.Errorf("refused after %v (%v starved), want at once", el, starved)
 	}
 	_ = env.WaitIdle(ctxT(t, 5*time.Second))
 	mu.Lock()
@@ -345,20 +349,22 @@ func TestInboundTrunkDownSkipped(t *testing.T) {
 // (crashed, unplugged) is given media.rtp_timeout; then ponte ends the call:
 // BYE to the PBX with a Q.850 reason, terminate toward Meta.
 func TestInboundPBXMediaTimeout(t *testing.T) {
+	w := startStallWatch(t)
 	env := startEnv(t, scenario.Options{
 		PBX:       pbx.Config{SilentAfter: 2 * time.Second},
 		Configure: func(c *config.Config) { c.Media.RTPTimeout = config.Duration(3 * time.Second) },
 	})
 	caller, pc := connected(t, env, wasim.CallOptions{})
-	start := time.Now()
 	if r := callerEnded(t, caller, 15*time.Second); r == "" {
 		t.Fatal("the call did not end")
 	}
-	if el := time.Since(start); el < 3*time.Second || el > 9*time.Second {
-		t.Errorf("ended %v after answer, want about 2 s of audio + the 3 s timeout", el)
-	}
 	if by := pbxEnded(t, pc, 5*time.Second); by != "bye" {
 		t.Errorf("PBX leg ended by %q, want a BYE from ponte", by)
+	}
+	// Timed from the PBX's answer (its send loop starts there) to ponte's
+	// BYE; the timer is checked by a ticker a CPU stall delays.
+	if el, starved, late := w.late(pc.AnsweredAt(), pc.EndedAt(), 9*time.Second); el < 3*time.Second || late {
+		t.Errorf("ended %v after answer (%v starved), want about 2 s of audio + the 3 s timeout", el, starved)
 	}
 	if !strings.Contains(pc.ByeReason(), "cause=41") {
 		t.Errorf("BYE Reason %q, want Q.850 cause 41", pc.ByeReason())

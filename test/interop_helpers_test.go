@@ -438,6 +438,15 @@ func startStallWatch(t *testing.T) *stallWatch {
 
 func (w *stallWatch) worst(from, to time.Time) time.Duration { return w.Worst(from, to) }
 
+// late reports whether the gateway took longer than limit between from and
+// to once the time this process was measurably starved in between is
+// excused (timers in the gateway fire late by that much); el is the wall
+// time taken, starved the excuse.
+func (w *stallWatch) late(from, to time.Time, limit time.Duration) (el, starved time.Duration, late bool) {
+	el, starved = to.Sub(from), w.Starved(from, to)
+	return el, starved, el > limit+starved
+}
+
 func (w *stallWatch) skips(from, to time.Time) ([]audio.Span, time.Duration) {
 	return w.Skips(from, to)
 }

@@ -91,6 +91,30 @@ func (w *StallWatch) Worst(from, to time.Time) time.Duration {
 	return m
 }
 
+// Starved returns how long this process was measurably held back in
+// [from, to): the sum of the lateness of every stall noted there (a stall
+// straddling an edge counts only its part inside). A timer in the code
+// under test fires late by at most that much, so a test timing the
+// gateway's reaction may excuse it.
+func (w *StallWatch) Starved(from, to time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var sum time.Duration
+	for _, s := range w.stalls {
+		a, b := s.end.Add(-s.late), s.end
+		if a.Before(from) {
+			a = from
+		}
+		if b.After(to) {
+			b = to
+		}
+		if b.After(a) {
+			sum += b.Sub(a)
+		}
+	}
+	return sum
+}
+
 // Skips returns the spans of [from, to) during which audio is not judged
 // because this process was measurably starved: each stall of StallLimit or
 // more, from a frame before it began to StallRecovery after it ended.

@@ -41,6 +41,30 @@ func TestStallWatchSkips(t *testing.T) {
 	}
 }
 
+// TestStallWatchStarved: every noted stall's lateness counts, short ones
+// too, and one straddling an edge counts only its part inside.
+func TestStallWatchStarved(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	w := &StallWatch{stalls: []stall{
+		{end: t0.Add(100 * time.Millisecond), late: 12 * time.Millisecond},
+		{end: t0.Add(1 * time.Second), late: 30 * time.Millisecond},
+		{end: t0.Add(3 * time.Second), late: 400 * time.Millisecond}, // began at 2.6 s
+	}}
+	for _, tc := range []struct {
+		from, to time.Duration
+		want     time.Duration
+	}{
+		{0, 5 * time.Second, 442 * time.Millisecond},
+		{0, 2800 * time.Millisecond, 242 * time.Millisecond},
+		{500 * time.Millisecond, 2 * time.Second, 30 * time.Millisecond},
+		{1500 * time.Millisecond, 2 * time.Second, 0},
+	} {
+		if got := w.Starved(t0.Add(tc.from), t0.Add(tc.to)); got != tc.want {
+			t.Errorf("Starved(%v, %v) = %v, want %v", tc.from, tc.to, got, tc.want)
+		}
+	}
+}
+
 // TestStallWatchRuns: the goroutine starts and stops (twice is harmless).
 func TestStallWatchRuns(t *testing.T) {
 	w := StartStallWatch()

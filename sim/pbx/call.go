@@ -74,6 +74,7 @@ type Call struct {
 	dlg            dialogPeer // how to reach the far end inside the dialog (dialog.go)
 	remote         netip.AddrPort
 	answeredAt     time.Time
+	endedAt        time.Time
 	ackedAt        time.Time
 	firstRTPSentAt time.Time
 	digits         []ReceivedDigit
@@ -226,10 +227,14 @@ func (c *Call) EndedBy() string { c.mu.Lock(); defer c.mu.Unlock(); return c.end
 // ByeReason is the Reason header of the BYE or CANCEL that ended the call.
 func (c *Call) ByeReason() string { c.mu.Lock(); defer c.mu.Unlock(); return c.byeReason }
 
+// EndedAt is when the call ended (zero while it lasts): a test measures the
+// gateway's reaction from it, not from when the test got round to looking.
+func (c *Call) EndedAt() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.endedAt }
+
 func (c *Call) end(by, reason string) {
 	c.endOnce.Do(func() {
 		c.mu.Lock()
-		c.endedBy, c.byeReason = by, reason
+		c.endedBy, c.byeReason, c.endedAt = by, reason, time.Now()
 		for _, j := range c.jobs {
 			close(j.done)
 		}

@@ -29,8 +29,6 @@ type CallOptions struct {
 	// DeadMedia: the caller's relay never answers ICE (the answer is accepted by
 	// the Graph API but never applied), so the gateway's ICE/DTLS cannot complete.
 	DeadMedia bool
-	// StopMediaAfter > 0: that long after media starts, the caller's network goes dead (faults.go).
-	StopMediaAfter time.Duration
 	// OnAudio sees every decoded 8 kHz frame the caller hears, with its arrival time.
 	OnAudio func(pcm []int16, at time.Time)
 	// Replay makes the caller's voice a pre-encoded loop (load generation, media.go).
@@ -276,7 +274,6 @@ func (c *Caller) onAcceptResponded() {
 	c.acceptRespondedAt = time.Now()
 	c.mu.Unlock()
 	if c.startMedia() {
-		c.scheduleMediaStop()
 		close(c.accepted)
 		c.m.userConnected(c.opts.From, c.opts.BSUID)
 	}

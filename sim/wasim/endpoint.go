@@ -31,7 +31,7 @@ type endpoint struct {
 	pc    *pwebrtc.PeerConnection
 	mux   ice.UDPMux
 	wire  *wireCounter
-	hole  *blackhole // between the mux and wire: CallOptions.StopMediaAfter (faults.go)
+	hole  *blackhole // between the mux and wire: Caller.StopMedia (faults.go)
 	track *webrtc.RawTrack
 	tr    *pwebrtc.RTPTransceiver
 	rec   *recorder

@@ -33,23 +33,20 @@ func (h *blackhole) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return h.PacketConn.WriteTo(b, addr)
 }
 
-// scheduleMediaStop cuts the caller's media CallOptions.StopMediaAfter after
-// it started (called once media starts).
-func (c *Caller) scheduleMediaStop() {
-	d := c.opts.StopMediaAfter
-	if d <= 0 || c.hole == nil {
-		return
+// StopMedia cuts the caller's media now: its network goes dead as
+// described on blackhole. Tests call it once they have heard the call's
+// audio, so a starved test machine cannot move the cut before the check.
+// It returns false when the caller has no media endpoint yet.
+func (c *Caller) StopMedia() bool {
+	if c.hole == nil {
+		return false
 	}
-	c.goOwned(func() {
-		if c.sleep(d) {
-			c.hole.cut.Store(time.Now().UnixNano())
-			c.m.log.Debug("caller media cut", "wacid", c.id)
-		}
-	})
+	c.hole.cut.CompareAndSwap(0, time.Now().UnixNano())
+	c.m.log.Debug("caller media cut", "wacid", c.id)
+	return true
 }
 
-// MediaStoppedAt is when CallOptions.StopMediaAfter cut the caller's media
-// (zero before, or without the option).
+// MediaStoppedAt is when StopMedia cut the caller's media (zero before).
 func (c *Caller) MediaStoppedAt() time.Time {
 	if c.hole == nil {
 		return time.Time{}
