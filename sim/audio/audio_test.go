@@ -325,7 +325,54 @@ func TestMarkerSenderSchedule(t *testing.T) {
 	if transcode.ToneLevelDBFS(buf[1800:1960], 8000, 700) < transcode.LevelDBFS(buf[1800:1960])-0.5 {
 		t.Error("f1 not playing before the first transition")
 	}
+	// The pause: a fifth of the period at the middle of each tone.
+	for k, x := range buf[800:1200] {
+		if x != 0 {
+			t.Fatalf("sample %d = %d, want the mid-tone pause (samples 800-1199)", 800+k, x)
+		}
+	}
+	if transcode.ToneLevelDBFS(buf[600:760], 8000, 700) < -20 || transcode.ToneLevelDBFS(buf[1240:1400], 8000, 700) < -20 {
+		t.Error("f1 not playing either side of the pause")
+	}
 	if r := NewMarkerReceiver(8000, 700, 1300); r.Delays() != nil {
 		t.Error("Delays without a sender must be nil")
+	}
+}
+
+// TestMatchDelays: each sent transition pairs with the first detection in
+// [sent-5ms, sent+maxLag); a lost or spurious detection costs only itself
+// (pairing by index would shift every later delay by a period), and only
+// transitions sent in [from, to) count.
+func TestMatchDelays(t *testing.T) {
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	sent := []time.Time{at(0), at(500), at(1000), at(1500)}
+	far := at(1 << 30)
+	for _, c := range []struct {
+		name     string
+		recv     []time.Time
+		from, to time.Time
+		want     []int // ms
+		missed   int
+	}{
+		{"each", []time.Time{at(40), at(541), at(1039), at(1540)}, t0, far, []int{40, 41, 39, 40}, 0},
+		{"one lost", []time.Time{at(40), at(1045), at(1540)}, t0, far, []int{40, 45, 40}, 1},
+		{"spurious before", []time.Time{at(-200), at(40), at(541), at(1039), at(1540)}, t0, far, []int{40, 41, 39, 40}, 0},
+		{"spurious between", []time.Time{at(40), at(300), at(541), at(1039), at(1540)}, t0, far, []int{40, 41, 39, 40}, 0},
+		{"spurious instead of one", []time.Time{at(40), at(300), at(1039), at(1540)}, t0, far, []int{40, 39, 40}, 1},
+		{"slightly early", []time.Time{at(-3), at(497)}, t0, far, []int{-3, -3}, 2},
+		{"a period late is none", []time.Time{at(600), at(1100), at(1600)}, t0, far, []int{100, 100, 100}, 1},
+		{"window", []time.Time{at(40), at(541), at(1039), at(1540)}, at(500), at(1500), []int{41, 39}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, missed := MatchDelays(sent, c.recv, c.from, c.to, 495*time.Millisecond)
+			if len(d) != len(c.want) || missed != c.missed {
+				t.Fatalf("got %v missed %d, want %v ms missed %d", d, missed, c.want, c.missed)
+			}
+			for i, w := range c.want {
+				if d[i] != time.Duration(w)*time.Millisecond {
+					t.Fatalf("got %v, want %v ms", d, c.want)
+				}
+			}
+		})
 	}
 }

@@ -9,11 +9,11 @@ import (
 )
 
 // Delay measurement with a marker sequence: the sender alternates between two frequencies
-// every period; the receiver detects each transition and the delay of transition i is its
-// receive time minus its send time. Transitions are matched by index, so the receiver must
-// start listening while the first tone (f1) is still playing, and an outage spanning two
-// transitions shifts the matching (choose period longer than the outages under test).
-// Choose f1 and f2 at least 300 Hz apart (the 20 ms analysis window resolves ~100 Hz).
+// every period; the receiver detects each transition and the delay of a transition is its
+// receive time minus its send time. Each sent transition is paired with the first one
+// detected after it (matchSlack early at most) and less than a period later, so a
+// transition lost in an outage, or a spurious detection, costs only itself; delays of a
+// period or more cannot be measured (choose period longer than the delay under test). Choose f1 and f2 at least 300 Hz apart (the 20 ms analysis window resolves ~100 Hz).
 
 // MarkerSender generates the marker tone and records when each transition was sent.
 // Safe for concurrent use with a MarkerReceiver reading its transitions.
@@ -55,6 +55,12 @@ func (s *MarkerSender) Fill(pcm []int16, at time.Time) {
 		next := (s.pos/s.period + 1) * s.period // sample index of the next transition
 		k := int(min(int64(len(pcm)-i), next-s.pos))
 		s.gen.Fill(pcm[i : i+k])
+		lo, hi := s.period/2-s.period/10, s.period/2+s.period/10
+		for j := range int64(k) {
+			if ph := (s.pos + j) % s.period; ph >= lo && ph < hi {
+				pcm[i+int(j)] = 0
+			}
+		}
 		i += k
 		s.pos += int64(k)
 	}
@@ -206,27 +212,54 @@ func (r *MarkerReceiver) Transitions() []time.Time {
 	return append([]time.Time(nil), r.transitions...)
 }
 
-// Delays matches detected transitions with the attached sender's by index and returns
-// receive minus send time for each pair. Without an attached sender it returns nil.
+// Delays returns receive minus send time for every transition of the attached sender that
+// was detected (see the pairing rule above). Without an attached sender it returns nil.
 func (r *MarkerReceiver) Delays() []time.Duration {
+	d, _ := r.DelaysBetween(time.Time{}, time.Unix(1<<40, 0))
+	return d
+}
+
+// DelaysBetween is Delays for the transitions sent in [from, to); missed counts those
+// of them no detection was paired with.
+func (r *MarkerReceiver) DelaysBetween(from, to time.Time) (d []time.Duration, missed int) {
 	r.mu.Lock()
 	s := r.sender
 	recv := append([]time.Time(nil), r.transitions...)
 	r.mu.Unlock()
 	if s == nil {
-		return nil
+		return nil, 0
 	}
-	return MatchDelays(s.Transitions(), recv)
+	s.mu.Lock()
+	sent := append([]time.Time(nil), s.transitions...)
+	period := time.Duration(s.period) * time.Second / time.Duration(s.rate)
+	s.mu.Unlock()
+	return MatchDelays(sent, recv, from, to, period-matchSlack)
 }
 
-// MatchDelays pairs send and receive transition times by index.
-func MatchDelays(sent, recv []time.Time) []time.Duration {
-	n := min(len(sent), len(recv))
-	out := make([]time.Duration, n)
-	for i := range n {
-		out[i] = recv[i].Sub(sent[i])
+// matchSlack: how early a detection may be and still pair with a transition (the
+// detector interpolates the crossing between 2.5 ms hops).
+const matchSlack = 5 * time.Millisecond
+
+// MatchDelays pairs each sent transition in [from, to) with the first detection in
+// [sent-matchSlack, sent+maxLag) not paired already (both lists in time order), and
+// returns the delays of the pairs and how many sent transitions found none.
+func MatchDelays(sent, recv []time.Time, from, to time.Time, maxLag time.Duration) (d []time.Duration, missed int) {
+	j := 0
+	for _, x := range sent {
+		for j < len(recv) && recv[j].Before(x.Add(-matchSlack)) {
+			j++
+		}
+		if x.Before(from) || !x.Before(to) {
+			continue
+		}
+		if j < len(recv) && recv[j].Before(x.Add(maxLag)) {
+			d = append(d, recv[j].Sub(x))
+			j++
+			continue
+		}
+		missed++
 	}
-	return out
+	return d, missed
 }
 
 // DelayStats summarises delays: min, mean, max (zero for none).
