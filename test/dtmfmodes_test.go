@@ -91,20 +91,29 @@ collect:
 // audio (no telephone-event); ponte detects them and the caller receives
 // them as RFC 4733 events on PT 126.
 func TestDTMFInbandFromPBX(t *testing.T) {
+	w := startStallWatch(t)
 	env := startEnv(t, scenario.Options{
 		PBX:       pbx.Config{NoTelephoneEvent: true, DTMFInband: true},
 		Configure: func(c *config.Config) { c.SIP.Trunks[0].DTMF = "inband" },
 	})
 	caller, pc := connected(t, env, wasim.CallOptions{ExpectHz: 1000})
+	from := time.Now()
 	pc.SendDTMF("369*", 100*time.Millisecond, 100*time.Millisecond)
 	waitFor(3*time.Second, func() bool { return len(caller.Digits()) >= 4 })
 	time.Sleep(300 * time.Millisecond)
 	if got := callerDigitString(caller.Digits()); got != "369*" {
 		t.Errorf("caller got %q, want 369*", got)
 	}
+	// ponte measures a digit on the audio it plays: a CPU stall of this
+	// process underruns the playout, whose concealment prolongs the tone, so
+	// only the duration is excused by a measured stall.
+	stall := w.worst(from, time.Now())
 	for _, d := range caller.Digits() {
-		if d.PT != 126 || d.Duration < 60*time.Millisecond || d.Duration > 140*time.Millisecond {
-			t.Errorf("digit %c on PT %d lasting %v, want PT 126 and about 100 ms", d.Rune, d.PT, d.Duration)
+		if d.PT != 126 {
+			t.Errorf("digit %c on PT %d, want PT 126", d.Rune, d.PT)
+		}
+		if d.Duration < 60*time.Millisecond || d.Duration > 140*time.Millisecond {
+			excuse(t, stall, "digit %c lasting %v, want about 100 ms", d.Rune, d.Duration)
 		}
 	}
 	hangupAndWait(t, env, caller, pc)
