@@ -13,7 +13,8 @@ import (
 // receive time minus its send time. Each sent transition is paired with the first one
 // detected after it (matchSlack early at most) and less than a period later, so a
 // transition lost in an outage, or a spurious detection, costs only itself; delays of a
-// period or more cannot be measured (choose period longer than the delay under test). Choose f1 and f2 at least 300 Hz apart (the 20 ms analysis window resolves ~100 Hz).
+// period or more cannot be measured (choose period longer than the delay under test).
+// Choose f1 and f2 at least 300 Hz apart (the 20 ms analysis window resolves ~100 Hz).
 
 // MarkerSender generates the marker tone and records when each transition was sent.
 // Safe for concurrent use with a MarkerReceiver reading its transitions.
@@ -229,11 +230,8 @@ func (r *MarkerReceiver) DelaysBetween(from, to time.Time) (d []time.Duration, m
 	if s == nil {
 		return nil, 0
 	}
-	s.mu.Lock()
-	sent := append([]time.Time(nil), s.transitions...)
-	period := time.Duration(s.period) * time.Second / time.Duration(s.rate)
-	s.mu.Unlock()
-	return MatchDelays(sent, recv, from, to, period-matchSlack)
+	period := time.Duration(s.period) * time.Second / time.Duration(s.rate) // fixed at construction
+	return MatchDelays(s.Transitions(), recv, from, to, period-matchSlack)
 }
 
 // matchSlack: how early a detection may be and still pair with a transition (the

@@ -101,18 +101,23 @@ func (w *StallWatch) Starved(from, to time.Time) time.Duration {
 	defer w.mu.Unlock()
 	var sum time.Duration
 	for _, s := range w.stalls {
-		a, b := s.end.Add(-s.late), s.end
-		if a.Before(from) {
-			a = from
-		}
-		if b.After(to) {
-			b = to
-		}
-		if b.After(a) {
-			sum += b.Sub(a)
-		}
+		sum += overlap(s.end.Add(-s.late), s.end, from, to)
 	}
 	return sum
+}
+
+// overlap is how much of [a, b) lies inside [from, to).
+func overlap(a, b, from, to time.Time) time.Duration {
+	if a.Before(from) {
+		a = from
+	}
+	if b.After(to) {
+		b = to
+	}
+	if b.After(a) {
+		return b.Sub(a)
+	}
+	return 0
 }
 
 // Skips returns the spans of [from, to) during which audio is not judged
@@ -137,14 +142,7 @@ func (w *StallWatch) Skips(from, to time.Time) (spans []Span, covered time.Durat
 		spans = append(spans, sp)
 	}
 	for _, sp := range spans {
-		a, b := sp.From, sp.To
-		if a.Before(from) {
-			a = from
-		}
-		if b.After(to) {
-			b = to
-		}
-		covered += b.Sub(a)
+		covered += overlap(sp.From, sp.To, from, to)
 	}
 	return spans, covered
 }
